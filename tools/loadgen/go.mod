@@ -1,0 +1,3 @@
+module fletch/tools/loadgen
+
+go 1.22
