@@ -102,8 +102,7 @@ func printScenario(w io.Writer, r ScenarioResult) {
 
 // printTable prints the final one-line-per-scenario summary table.
 func printTable(w io.Writer, results []ScenarioResult, passed, interrupted bool) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tVUs\trequests\treq/s\tavg\tp50\tp95\tp99\tmax\terrors\t503\tresult\t")
+	rows := [][]string{{"scenario", "VUs", "requests", "req/s", "avg", "p50", "p95", "p99", "max", "errors", "503", "result"}}
 	for _, r := range results {
 		s := r.Summary
 		lat := func(v float64) string {
@@ -116,16 +115,41 @@ func printTable(w io.Writer, results []ScenarioResult, passed, interrupted bool)
 		if r.Interrupted {
 			res = "INTR"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Name, r.MaxVUs, s.Requests, s.RPS, lat(s.AvgMs), lat(s.P50Ms), lat(s.P95Ms), lat(s.P99Ms), lat(s.MaxMs),
-			fmtPct(s.ErrorRate), fmtPct(s.Rate503), res)
+		rows = append(rows, []string{r.Name, fmt.Sprint(r.MaxVUs), fmt.Sprint(s.Requests), fmt.Sprintf("%.1f", s.RPS),
+			lat(s.AvgMs), lat(s.P50Ms), lat(s.P95Ms), lat(s.P99Ms), lat(s.MaxMs),
+			fmtPct(s.ErrorRate), fmtPct(s.Rate503), res})
 	}
-	tw.Flush()
+	writeAligned(w, rows)
 	overall := verdict(passed)
 	if interrupted {
 		overall = "INTERRUPTED"
 	}
 	fmt.Fprintf(w, "\nerrors = all failed requests incl. 503 (like k6 http_req_failed); 503 = share answered 503.\noverall: %s\n", overall)
+}
+
+// writeAligned prints rows with the first column left-aligned and the
+// others right-aligned, two spaces apart.
+func writeAligned(w io.Writer, rows [][]string) {
+	var widths []int
+	for _, row := range rows {
+		for i, c := range row {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	for _, row := range rows {
+		var b strings.Builder
+		for i, c := range row {
+			if i == 0 {
+				fmt.Fprintf(&b, "%-*s", widths[i], c)
+			} else {
+				fmt.Fprintf(&b, "  %*s", widths[i], c)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
 }
 
 type jsonReport struct {
@@ -136,9 +160,12 @@ type jsonReport struct {
 }
 
 func writeJSON(path string, info RunInfo, results []ScenarioResult, passed, interrupted bool) error {
-	b, err := json.MarshalIndent(jsonReport{Run: info, Passed: passed, Interrupted: interrupted, Scenarios: results}, "", "  ")
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(jsonReport{Run: info, Passed: passed, Interrupted: interrupted, Scenarios: results}); err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
