@@ -295,6 +295,12 @@ func TestEndToEnd503WithoutRetryAfterAndBadBodies(t *testing.T) {
 	if res2.Summary.StatusCounts[200] != res2.Summary.Requests {
 		t.Fatalf("bad bodies are still HTTP 200: %v", res2.Summary.StatusCounts)
 	}
+	// --no-body-check judges by status only
+	r2.SkipBodyCheck = true
+	res3 := r2.Run(context.Background(), p)
+	if res3.Summary.Requests == 0 || res3.Summary.BadBody != 0 || !res3.Passed {
+		t.Fatalf("--no-body-check: %+v", res3.Summary)
+	}
 }
 
 func TestEndToEndTimeoutsAndHardStop(t *testing.T) {

@@ -50,6 +50,7 @@ type cliFlags struct {
 	noPreflight   bool
 	progress      time.Duration
 	list          bool
+	noBodyCheck   bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.ignoreLatency, "ignore-latency", false, "report p95 but do not fail on it (e.g. against a debug build)")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "skip the GET /health reachability check before the run")
 	fs.DurationVar(&f.progress, "progress", 10*time.Second, "interval of progress lines on stderr (0 disables)")
+	fs.BoolVar(&f.noBodyCheck, "no-body-check", false, "judge 200 answers by status only, skip the JSON shape check (saves client CPU in closed-loop runs)")
 	fs.BoolVar(&f.list, "list", false, "print the planned scenarios and exit without sending requests")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: loadgen [flags]\n\nRuns the scenarios of k6/scenarios.json against a fletch server on loopback.\n\n")
@@ -194,6 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		BaseURL:           base,
 		RequireRetryAfter: cfg.Defaults.RequireRetryAfter,
 		EnforceLatency:    !f.ignoreLatency,
+		SkipBodyCheck:     f.noBodyCheck,
 		Progress:          stderr,
 		ProgressEvery:     f.progress,
 	}

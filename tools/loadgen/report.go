@@ -39,7 +39,7 @@ func printHeader(w io.Writer, info RunInfo, plans []Plan, worst time.Duration) {
 		mode = "smoke"
 	}
 	fmt.Fprintf(w, "fletch loadgen: %s run against %s (vu-mult %g, time-scale %g)\n", mode, info.BaseURL, info.VUMult, info.TimeScale)
-	fmt.Fprintf(w, "scenarios from %s; at most %s\n\n", info.Scenarios, worst.Round(time.Second))
+	fmt.Fprintf(w, "scenarios from %s; worst case %s (schedules + graceful stops)\n\n", info.Scenarios, worst.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tplan\tp95 <=\tnon-503 err <=\t503 <=\t")
 	for _, p := range plans {
