@@ -87,7 +87,7 @@ part_java() {
 
 part_minidfs() {
     part_java
-    log "MiniDFS: building tools/minidfs (first run downloads ~100 MB of Hadoop jars)"
+    log "MiniDFS: building tools/minidfs if changed (first run downloads ~100 MB of Hadoop jars)"
     "$FLETCH_SCRIPTS_DIR/minidfs.sh" build
     log "MiniDFS ok: tools/minidfs/target"
 }

@@ -203,7 +203,8 @@ public final class MiniDfsServer {
         }));
         registerRoutes();
 
-        boolean format = !(opts.keepData && Files.isDirectory(opts.baseDir.resolve("name1")));
+        boolean format = !(opts.keepData
+            && Files.isRegularFile(opts.baseDir.resolve("name-0-1").resolve("current").resolve("VERSION")));
         Files.createDirectories(opts.baseDir);
         LOG.printf(Locale.ROOT, "minidfs: starting NameNode on 127.0.0.1:%d (http %d), %d DataNode(s), "
                 + "block size %d, base dir %s, %s%n", opts.nnPort, opts.nnHttpPort, opts.dataNodes,
@@ -484,7 +485,14 @@ public final class MiniDfsServer {
         synchronized (lock) {
             if (cluster != null) {
                 try {
-                    cluster.shutdown(!opts.keepData);
+                    if (opts.keepData) {
+                        // MiniDFSCluster.shutdown(false) still schedules the base dir for
+                        // deletion at JVM exit; stopping the daemons directly keeps it.
+                        cluster.shutdownDataNodes();
+                        cluster.shutdownNameNodes();
+                    } else {
+                        cluster.shutdown(true);
+                    }
                 } catch (Throwable t) {
                     LOG.println("minidfs: error during cluster shutdown: " + t);
                 }
