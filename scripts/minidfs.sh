@@ -132,9 +132,17 @@ wait_ready() {
     die "MiniDFS start timed out (MINIDFS_START_TIMEOUT=$START_TIMEOUT)"
 }
 
+# Serialize start/stop (parallel test threads may all call start).
+lock_state() {
+    mkdir -p "$STATE_DIR"
+    exec 9>>"$STATE_DIR/.lock" || die "cannot create $STATE_DIR/.lock"
+    flock -w $((START_TIMEOUT + 60)) 9 || die "timed out waiting for another minidfs.sh start/stop"
+}
+
 cmd_start() {
     need java; need curl
     mkdir -p "$STATE_DIR" "$LOG_DIR"
+    lock_state
     local pid; pid="$(our_pid)"
     if [[ -n "$pid" ]]; then
         if [[ -f "$READY_FILE" ]] && control_up; then
@@ -175,7 +183,7 @@ cmd_start() {
         --nn-port "$NN_PORT" --nn-http-port "$NN_HTTP_PORT" --control-port "$CONTROL_PORT" \
         --datanodes "$DATANODES" --block-size "$BLOCK_SIZE" --base-dir "$STATE_DIR/data" \
         --ready-file "$READY_FILE" --conf-dir "$CONF_DIR" "${keep[@]}" \
-        </dev/null >>"$LOG_FILE" 2>&1 &
+        </dev/null >>"$LOG_FILE" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$PID_FILE"
     wait_ready "$pid"
@@ -185,6 +193,7 @@ cmd_start() {
 
 cmd_stop() {
     need curl
+    lock_state
     local pid; pid="$(our_pid)"
     if [[ -z "$pid" ]]; then
         log "not running"

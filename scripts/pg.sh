@@ -83,6 +83,12 @@ resolve_dir() {
     if [[ -d "$dir" ]]; then (cd "$dir" && pwd); else realpath -m "$dir"; fi
 }
 
+# Serialize start/stop on one DIR (parallel test threads may call start at once).
+lock_dir() {
+    exec 9>>"$DIR/.pg.lock" || die "cannot create $DIR/.pg.lock"
+    flock -w 120 9 || die "timed out waiting for the lock on $DIR (another pg.sh start/stop?)"
+}
+
 url_for() { echo "postgres://postgres@127.0.0.1:$1/fletch"; }
 
 # Is the cluster in $DATA running? (pg_ctl status: 0 running, 3 not running, 4 no data dir)
@@ -128,7 +134,10 @@ prepare_owner() {
         ln -sfn "$DATA" "$DIR/data"
         ln -sfn "$LOGFILE" "$DIR/postgres.log"
     fi
-    [[ $EUID -eq 0 ]] || return 0
+    if [[ $EUID -ne 0 ]]; then
+        mkdir -p "$SOCK" || die "cannot create $SOCK"
+        return 0
+    fi
     id postgres >/dev/null 2>&1 || die "system user 'postgres' missing (install postgresql: scripts/setup.sh pg)"
     [[ "$EXTERNAL" == 1 ]] || chown postgres: "$DIR"
     [[ -d /tmp/fletch-pg ]] || install -d -m 1777 /tmp/fletch-pg
@@ -184,6 +193,7 @@ cmd_start() {
     local want_port="${2:-}"
     [[ -z "$want_port" || "$want_port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$want_port'"
     setup_paths "$1" create
+    lock_dir
 
     if is_running; then
         local p; p="$(running_port)"
@@ -229,7 +239,7 @@ EOF
         fi
         write_conf "$port"
         log "starting PostgreSQL on 127.0.0.1:$port (data $DATA, fast=$PG_FAST, shared_buffers=$PG_SHARED_BUFFERS)"
-        if as_owner "$BIN/pg_ctl" start -D "$DATA" -l "$LOGFILE" -w -t "$PG_START_TIMEOUT" -s >/dev/null 2>&1; then
+        if as_owner "$BIN/pg_ctl" start -D "$DATA" -l "$LOGFILE" -w -t "$PG_START_TIMEOUT" -s >/dev/null 2>&1 9>&-; then
             break
         fi
         if [[ -z "$want_port" ]] && grep -q "could not bind\|Address already in use" <(tail -n 20 "$LOGFILE"); then
@@ -254,6 +264,7 @@ EOF
 
 cmd_stop() {
     setup_paths "$1"
+    [[ -d "$DIR" ]] && lock_dir
     if ! is_running; then
         log "not running ($DATA)"
         return 0
@@ -286,7 +297,7 @@ cmd_destroy() {
         rm -rf "$(dirname "$DATA")"
     fi
     [[ "$SOCK" == /tmp/fletch-pg/*.sock ]] && rm -rf "$SOCK"
-    rm -rf "$DIR/data" "$DIR/sock" "$DIR/postgres.log" "$DIR/initdb.log" "$DIR/url" "$DIR/port"
+    rm -rf "$DIR/data" "$DIR/sock" "$DIR/postgres.log" "$DIR/initdb.log" "$DIR/url" "$DIR/port" "$DIR/.pg.lock"
     log "removed the cluster of $DIR"
 }
 
