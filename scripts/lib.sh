@@ -3,6 +3,7 @@
 # Progress goes to stderr; stdout is reserved for the one value a script prints.
 
 FLETCH_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 FLETCH_ROOT="$(cd "$FLETCH_SCRIPTS_DIR/.." && pwd)"
 
 log() { printf '[%s] %s\n' "${FLETCH_LOG_TAG:-fletch}" "$*" >&2; }

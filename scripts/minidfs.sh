@@ -113,6 +113,12 @@ our_pid() {
     fi
 }
 
+# The last 40 lines this start wrote to the log (LOG_OFFSET is set before launching).
+LOG_OFFSET=0
+log_tail() {
+    tail -c "+$((LOG_OFFSET + 1))" "$LOG_FILE" 2>/dev/null | tail -n 40 >&2 || true
+}
+
 wait_ready() {
     local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
     while (( SECONDS < deadline )); do
@@ -121,13 +127,13 @@ wait_ready() {
         fi
         if ! pid_alive "$pid"; then
             log "MiniDFS exited during startup; last lines of $LOG_FILE:"
-            tail -n 40 "$LOG_FILE" >&2 || true
+            log_tail
             die "MiniDFS failed to start"
         fi
         sleep 0.2
     done
     log "MiniDFS not ready after ${START_TIMEOUT}s; last lines of $LOG_FILE:"
-    tail -n 40 "$LOG_FILE" >&2 || true
+    log_tail
     kill "$pid" 2>/dev/null || true
     die "MiniDFS start timed out (MINIDFS_START_TIMEOUT=$START_TIMEOUT)"
 }
@@ -172,9 +178,11 @@ cmd_start() {
         --add-opens=java.base/java.io=ALL-UNNAMED --add-exports=java.base/sun.net.dns=ALL-UNNAMED
         --add-exports=java.base/sun.net.util=ALL-UNNAMED)
     log "starting MiniDFS: NameNode 127.0.0.1:$NN_PORT, $DATANODES DataNode(s), control $CONTROL (log $LOG_FILE)"
-    {
-        echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') scripts/minidfs.sh start ====="
-    } >> "$LOG_FILE"
+    if [[ -f "$LOG_FILE" ]] && (( $(stat -c %s "$LOG_FILE") > 50 * 1024 * 1024 )); then
+        mv -f "$LOG_FILE" "$LOG_FILE.old"   # keep one previous generation
+    fi
+    LOG_OFFSET="$(stat -c %s "$LOG_FILE" 2>/dev/null || echo 0)"
+    echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') scripts/minidfs.sh start =====" >> "$LOG_FILE"
     # setsid: detach from the caller's process group so a Ctrl-C in a test runner does not
     # half-kill the cluster; `stop` (or POST /shutdown) ends it.
     # shellcheck disable=SC2086
@@ -200,12 +208,11 @@ cmd_stop() {
     else
         log "stopping MiniDFS (pid $pid)"
         curl -fsS -m 10 -X POST "$CONTROL/shutdown" >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-        local i
-        for i in $(seq 1 300); do pid_alive "$pid" || break; sleep 0.1; done
+        for _ in $(seq 1 300); do pid_alive "$pid" || break; sleep 0.1; done
         if pid_alive "$pid"; then
             log "still running after 30s, sending SIGTERM"
             kill "$pid" 2>/dev/null || true
-            for i in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
+            for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
         fi
         if pid_alive "$pid"; then
             log "still running, sending SIGKILL"

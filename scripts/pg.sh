@@ -41,6 +41,7 @@ find_bindir() {
     fi
     local d
     # newest Debian server package first (sort -V: 16 sorts after 15)
+    # shellcheck disable=SC2012
     for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
         if [[ -x "$d/postgres" && -x "$d/initdb" ]]; then echo "$d"; return; fi
     done
@@ -64,8 +65,8 @@ as_owner() {
 
 # Free TCP port on 127.0.0.1 (nothing listening), picked at random in 20000-59999.
 pick_port() {
-    local i p
-    for i in $(seq 1 200); do
+    local p
+    for _ in $(seq 1 200); do
         p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
         if ! port_in_use "$p"; then
             echo "$p"; return 0

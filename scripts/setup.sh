@@ -66,6 +66,7 @@ apt_install() {
 part_pg() {
     apt_install postgresql postgresql-contrib procps ca-certificates curl
     local bindir=""
+    # shellcheck disable=SC2012
     bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
     [[ -n "$bindir" && -x "$bindir/initdb" && -x "$bindir/postgres" ]] \
         || die "PostgreSQL installed but initdb/postgres not found under /usr/lib/postgresql/*/bin"
@@ -120,7 +121,7 @@ part_python() {
     local venv="$FLETCH_CACHE/venv"
     local py="${FLETCH_PYTHON:-python3}"
     local stamp
-    stamp="$(cat "$req" | sha256sum | cut -d' ' -f1)"
+    stamp="$(sha256sum < "$req" | cut -d' ' -f1)"
     if [[ -x "$venv/bin/python" && -f "$venv/.fletch-stamp" && "$(cat "$venv/.fletch-stamp")" == "$stamp" ]] \
         && "$venv/bin/python" -c 'import sys' 2>/dev/null; then
         log "Python venv ok: $venv ($("$venv/bin/python" --version 2>&1))"
