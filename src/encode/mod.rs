@@ -1,0 +1,113 @@
+//! Encoders: turn a stream of Arrow record batches into bytes, one batch at a time, so
+//! that no response is ever held whole in memory.
+
+pub mod json_rows;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use crate::error::QueryError;
+
+/// Output formats of exports and SQL results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+    Arrow,
+}
+
+impl Format {
+    pub const ALLOWED: &'static [&'static str] = &["ndjson", "csv", "arrow"];
+
+    pub fn parse(s: &str) -> Result<Self, QueryError> {
+        match s {
+            "ndjson" | "jsonl" => Ok(Format::Ndjson),
+            "csv" => Ok(Format::Csv),
+            "arrow" | "ipc" => Ok(Format::Arrow),
+            other => Err(QueryError::invalid("format", format!("unknown format `{other}`"), Some(Self::ALLOWED))),
+        }
+    }
+
+    /// Pick from an `Accept` header; `None` when it names none of ours.
+    pub fn from_accept(accept: &str) -> Option<Self> {
+        accept.split(',').map(|p| p.split(';').next().unwrap_or("").trim()).find_map(|m| match m {
+            "application/x-ndjson" | "application/jsonl" | "application/ndjson" => Some(Format::Ndjson),
+            "text/csv" => Some(Format::Csv),
+            "application/vnd.apache.arrow.stream" => Some(Format::Arrow),
+            _ => None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Ndjson => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+/// Stateful encoder for one response body.
+pub enum Encoder {
+    /// Rows as JSON objects, one per line; `raw_json_columns` are embedded unquoted.
+    Ndjson { raw_json_columns: Vec<String> },
+    Csv { header_written: bool },
+    Arrow { writer: StreamWriter<Vec<u8>> },
+}
+
+impl Encoder {
+    pub fn new(format: Format, schema: &SchemaRef, raw_json_columns: &[&str]) -> Result<Self, QueryError> {
+        Ok(match format {
+            Format::Ndjson => Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() },
+            Format::Csv => Encoder::Csv { header_written: false },
+            // Uncompressed IPC: every Arrow reader can decode it.
+            Format::Arrow => Encoder::Arrow { writer: StreamWriter::try_new(Vec::new(), schema)? },
+        })
+    }
+
+    /// Bytes for one batch (for Arrow, the schema message comes out with the first call).
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QueryError> {
+        match self {
+            Encoder::Ndjson { raw_json_columns } => {
+                let mut out = Vec::with_capacity(batch.num_rows() * 256);
+                let raw: Vec<&str> = raw_json_columns.iter().map(String::as_str).collect();
+                json_rows::write_rows(batch, &raw, &mut out, json_rows::Separator::Newline, &mut true)?;
+                Ok(out.into())
+            }
+            Encoder::Csv { header_written } => {
+                let mut out = Vec::with_capacity(batch.num_rows() * 200);
+                {
+                    let mut w = arrow::csv::WriterBuilder::new().with_header(!*header_written).build(&mut out);
+                    w.write(batch)?;
+                }
+                *header_written = true;
+                Ok(out.into())
+            }
+            Encoder::Arrow { writer } => {
+                writer.write(batch)?;
+                Ok(std::mem::take(writer.get_mut()).into())
+            }
+        }
+    }
+
+    /// Trailing bytes (the IPC end-of-stream marker; CSV header when there were no batches).
+    pub fn finish(&mut self, schema: &SchemaRef) -> Result<Bytes, QueryError> {
+        match self {
+            Encoder::Ndjson { .. } => Ok(Bytes::new()),
+            Encoder::Csv { header_written } => {
+                if *header_written {
+                    return Ok(Bytes::new());
+                }
+                let header = schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(",");
+                *header_written = true;
+                Ok(format!("{header}\n").into())
+            }
+            Encoder::Arrow { writer } => {
+                writer.finish()?;
+                Ok(std::mem::take(writer.get_mut()).into())
+            }
+        }
+    }
+}

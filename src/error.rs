@@ -1,0 +1,228 @@
+//! Errors at fletch's boundaries, and the one place that decides what a client sees.
+//!
+//! [`QueryError`] is the error of the query path (validation, admission, sources,
+//! encoders). [`QueryError::class`] is the single mapping to a client-facing class;
+//! HTTP status codes and `tonic::Status` codes are both derived from it, so the two
+//! protocols can never disagree about what a failure means.
+
+use std::time::Duration;
+
+/// How a failure is presented to a client, independent of protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is wrong (400 / INVALID_ARGUMENT).
+    BadRequest,
+    /// Missing or wrong credentials (401 / UNAUTHENTICATED).
+    Unauthenticated,
+    /// The named thing does not exist (404 / NOT_FOUND).
+    NotFound,
+    /// fletch is healthy but cannot take the work now (503 / UNAVAILABLE), retry later.
+    Overloaded,
+    /// A backing store is down or unreachable (503 / UNAVAILABLE), retry later.
+    StoreUnavailable,
+    /// A backing store answered with an error (502 / INTERNAL).
+    StoreFailed,
+    /// The query ran past its time budget (504 / DEADLINE_EXCEEDED).
+    Timeout,
+    /// A bug or an unexpected state in fletch (500 / INTERNAL).
+    Internal,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueryError {
+    #[error("invalid value for parameter `{param}`: {message}")]
+    InvalidParam {
+        param: String,
+        message: String,
+        allowed: Option<Vec<String>>,
+    },
+    #[error("unknown parameter `{param}`")]
+    UnknownParam { param: String, allowed: Vec<String> },
+    #[error("SQL error: {0}")]
+    Sql(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("{source_name} is saturated: {reason}")]
+    Overloaded {
+        source_name: &'static str,
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("{source_name} is unavailable: {reason}")]
+    Unavailable {
+        source_name: &'static str,
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("{source_name} failed: {message}")]
+    Store {
+        source_name: &'static str,
+        message: String,
+    },
+    #[error("query exceeded its time budget of {0:?}")]
+    Timeout(Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn invalid(param: &str, message: impl Into<String>, allowed: Option<&[&str]>) -> Self {
+        QueryError::InvalidParam {
+            param: param.to_string(),
+            message: message.into(),
+            allowed: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// The single mapping from an error to what a client is told.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            QueryError::InvalidParam { .. } | QueryError::UnknownParam { .. } | QueryError::Sql(_) => {
+                ErrorClass::BadRequest
+            }
+            QueryError::NotFound(_) => ErrorClass::NotFound,
+            QueryError::Unauthenticated(_) => ErrorClass::Unauthenticated,
+            QueryError::Overloaded { .. } => ErrorClass::Overloaded,
+            QueryError::Unavailable { .. } => ErrorClass::StoreUnavailable,
+            QueryError::Store { .. } => ErrorClass::StoreFailed,
+            QueryError::Timeout(_) => ErrorClass::Timeout,
+            QueryError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the retryable classes.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            QueryError::Overloaded { retry_after, .. } | QueryError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// Short machine-readable kind used in JSON bodies and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::InvalidParam { .. } => "invalid_parameter",
+            QueryError::UnknownParam { .. } => "unknown_parameter",
+            QueryError::Sql(_) => "sql_error",
+            QueryError::NotFound(_) => "not_found",
+            QueryError::Unauthenticated(_) => "unauthenticated",
+            QueryError::Overloaded { .. } => "overloaded",
+            QueryError::Unavailable { .. } => "source_unavailable",
+            QueryError::Store { .. } => "source_error",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::Internal(_) => "internal",
+        }
+    }
+
+    /// JSON body shared by every HTTP error response.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "error": self.kind(),
+            "message": self.to_string(),
+        });
+        let obj = body.as_object_mut().expect("object literal");
+        match self {
+            QueryError::InvalidParam { param, allowed, .. } => {
+                obj.insert("parameter".into(), param.clone().into());
+                if let Some(a) = allowed {
+                    obj.insert("allowed".into(), a.clone().into());
+                }
+            }
+            QueryError::UnknownParam { param, allowed } => {
+                obj.insert("parameter".into(), param.clone().into());
+                obj.insert("allowed".into(), allowed.clone().into());
+            }
+            QueryError::Overloaded { source_name, .. }
+            | QueryError::Unavailable { source_name, .. }
+            | QueryError::Store { source_name, .. } => {
+                obj.insert("source".into(), (*source_name).into());
+            }
+            _ => {}
+        }
+        if let Some(ra) = self.retry_after() {
+            obj.insert("retry_after_s".into(), retry_after_secs(ra).into());
+        }
+        body
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: never 0, so clients do back off.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+impl ErrorClass {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorClass::BadRequest => 400,
+            ErrorClass::Unauthenticated => 401,
+            ErrorClass::NotFound => 404,
+            ErrorClass::Overloaded | ErrorClass::StoreUnavailable => 503,
+            ErrorClass::StoreFailed => 502,
+            ErrorClass::Timeout => 504,
+            ErrorClass::Internal => 500,
+        }
+    }
+
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorClass::BadRequest => tonic::Code::InvalidArgument,
+            ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorClass::NotFound => tonic::Code::NotFound,
+            ErrorClass::Overloaded | ErrorClass::StoreUnavailable => tonic::Code::Unavailable,
+            ErrorClass::StoreFailed | ErrorClass::Internal => tonic::Code::Internal,
+            ErrorClass::Timeout => tonic::Code::DeadlineExceeded,
+        }
+    }
+}
+
+impl From<QueryError> for tonic::Status {
+    fn from(e: QueryError) -> Self {
+        let mut status = tonic::Status::new(e.class().grpc_code(), e.to_string());
+        if let Some(ra) = e.retry_after() {
+            // Same hint as HTTP's Retry-After, as gRPC metadata.
+            if let Ok(v) = retry_after_secs(ra).to_string().parse() {
+                status.metadata_mut().insert("retry-after", v);
+            }
+        }
+        status
+    }
+}
+
+impl From<arrow::error::ArrowError> for QueryError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        QueryError::Internal(format!("arrow: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_carry_a_positive_hint_on_both_protocols() {
+        let e = QueryError::Overloaded {
+            source_name: "postgres",
+            reason: "queue full".into(),
+            retry_after: Duration::from_millis(200),
+        };
+        assert_eq!(e.class().http_status(), 503);
+        assert_eq!(e.to_json()["retry_after_s"], 1);
+        let s: tonic::Status = e.into();
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "1");
+    }
+
+    #[test]
+    fn invalid_param_names_parameter_and_allowed_values() {
+        let e = QueryError::invalid("group_by", "unknown column `x`", Some(&["level", "service", "host"]));
+        let j = e.to_json();
+        assert_eq!(e.class().http_status(), 400);
+        assert_eq!(j["parameter"], "group_by");
+        assert_eq!(j["allowed"][2], "host");
+    }
+}

@@ -1,0 +1,138 @@
+//! `GET /api/query/{source}/logs` (a page in the old API's JSON shape, streamed) and
+//! `GET /api/query/{source}/logs/export` (any size, NDJSON / CSV / Arrow IPC).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+
+use super::{elapsed_ms, query_params, ApiError, AppState};
+use crate::encode::json_rows::{write_rows, Separator};
+use crate::encode::{Encoder, Format};
+use crate::error::QueryError;
+use crate::query::{check_params, parse_count_mode, parse_rows, Source, EXPORT_PARAMS, LOGS_PARAMS};
+use crate::sources::{BatchStream, CountAnswer};
+
+/// Columns holding JSON text that the API returns as JSON objects.
+pub const RAW_JSON_COLUMNS: &[&str] = &["metadata"];
+
+/// Open a row stream and wait for its first batch, so failures before any data
+/// (overload, store down, bad SQL) still become a proper status code.
+pub async fn open_stream(
+    make: impl std::future::Future<Output = Result<BatchStream, QueryError>>,
+) -> Result<(arrow::record_batch::RecordBatch, BatchStream), QueryError> {
+    let mut s = make.await?;
+    match s.next().await {
+        Some(Ok(first)) => Ok((first, s)),
+        Some(Err(e)) => Err(e),
+        None => Err(QueryError::Internal("source returned no schema".into())),
+    }
+}
+
+pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let source = Source::parse(&path)?;
+    let map = check_params(&query_params(&req), LOGS_PARAMS)?;
+    let q = parse_rows(&map, true)?;
+    let count_mode = parse_count_mode(&map)?;
+    let store = state.store(source)?;
+
+    let (opened, count) = futures::join!(open_stream(store.rows(&q)), store.count(&q.filters, count_mode));
+    let (first, rest) = opened?;
+    let count = count?;
+
+    let head = format!(
+        "{{\"source\":\"{}\",\"limit\":{},\"offset\":{},\"data\":[",
+        source.response_name(),
+        q.limit.unwrap_or_default(),
+        q.offset
+    );
+    let returned = Arc::new(AtomicU64::new(0));
+    let first_row = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let encode = {
+        let (returned, first_row) = (returned.clone(), first_row.clone());
+        move |batch: Result<arrow::record_batch::RecordBatch, QueryError>| -> Result<Bytes, QueryError> {
+            let batch = batch?;
+            returned.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            let mut out = Vec::with_capacity(batch.num_rows() * 320);
+            let mut first = first_row.load(Ordering::Relaxed);
+            write_rows(&batch, RAW_JSON_COLUMNS, &mut out, Separator::Comma, &mut first)?;
+            first_row.store(first, Ordering::Relaxed);
+            Ok(out.into())
+        }
+    };
+    let tail = stream::once(async move {
+        Ok::<_, QueryError>(Bytes::from(tail_json(&count, returned.load(Ordering::Relaxed), started)))
+    });
+    let body = stream::once(async move { Ok::<_, QueryError>(Bytes::from(head)) })
+        .chain(stream::once(async move { Ok(first) }).chain(rest).map(encode))
+        .chain(tail)
+        .map(log_stream_error);
+    Ok(HttpResponse::Ok().content_type("application/json").streaming(body))
+}
+
+fn tail_json(count: &CountAnswer, returned: u64, started: Instant) -> String {
+    let mut t = serde_json::Map::new();
+    t.insert("returned_count".into(), returned.into());
+    t.insert("total_count".into(), count.value.into());
+    t.insert("total_count_kind".into(), count.kind.into());
+    if let Some(age) = count.age {
+        t.insert("total_count_age_ms".into(), (age.as_millis() as u64).into());
+    }
+    t.insert("query_time_ms".into(), elapsed_ms(started).into());
+    let obj = serde_json::Value::Object(t).to_string();
+    // `obj` is `{...}`: splice its members after the data array.
+    format!("],{}", &obj[1..])
+}
+
+/// Once the status line is out, an error can only cut the body short; say why in the log.
+pub fn log_stream_error(item: Result<Bytes, QueryError>) -> Result<Bytes, QueryError> {
+    if let Err(e) = &item {
+        tracing::error!(error = %e, "response stream aborted after the status was sent");
+    }
+    item
+}
+
+/// Choose the export format: `format=` wins, then `Accept`, then NDJSON.
+pub fn negotiate_format(req: &HttpRequest, param: Option<&String>) -> Result<Format, QueryError> {
+    if let Some(f) = param {
+        return Format::parse(f);
+    }
+    Ok(req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Format::from_accept)
+        .unwrap_or(Format::Ndjson))
+}
+
+/// Encode a batch stream into an HTTP streaming body of the given format.
+pub fn stream_response(
+    format: Format,
+    first: arrow::record_batch::RecordBatch,
+    rest: BatchStream,
+) -> Result<HttpResponse, QueryError> {
+    let schema = first.schema();
+    let encoder = Arc::new(std::sync::Mutex::new(Encoder::new(format, &schema, RAW_JSON_COLUMNS)?));
+    let enc = encoder.clone();
+    let body = stream::once(async move { Ok(first) })
+        .chain(rest)
+        .map(move |b| enc.lock().expect("encoder lock").batch(&b?))
+        .chain(stream::once(async move { encoder.lock().expect("encoder lock").finish(&schema) }))
+        .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+        .map(log_stream_error);
+    Ok(HttpResponse::Ok().content_type(format.content_type()).streaming(body))
+}
+
+pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let source = Source::parse(&path)?;
+    let map = check_params(&query_params(&req), EXPORT_PARAMS)?;
+    let format = negotiate_format(&req, map.get("format"))?;
+    let q = parse_rows(&map, false)?;
+    let store = state.store(source)?;
+    let (first, rest) = open_stream(store.rows(&q)).await?;
+    Ok(stream_response(format, first, rest)?)
+}

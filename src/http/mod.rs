@@ -1,0 +1,118 @@
+//! The HTTP facade: the old Query API's routes and shapes, plus exports, health and metrics.
+//!
+//! - [`logs`]: `/api/query/{source}/logs` (streamed old-shape JSON) and `/logs/export`.
+//! - [`aggregate`]: `/logs/aggregate`, `/stats`, `/compare`.
+//! - [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
+
+pub mod aggregate;
+pub mod logs;
+pub mod ops;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::{retry_after_secs, QueryError};
+use crate::metrics::Metrics;
+use crate::query::{Params, Source};
+use crate::sources::LogStore;
+
+/// Everything a request handler can reach. Cloned per worker (all fields are shared).
+pub struct AppState {
+    pub postgres: Option<Arc<dyn LogStore>>,
+    pub hdfs: Option<Arc<dyn LogStore>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn store(&self, source: Source) -> Result<Arc<dyn LogStore>, QueryError> {
+        let (store, setting) = match source {
+            Source::Postgres => (&self.postgres, "postgres.url"),
+            Source::Hdfs => (&self.hdfs, "parquet.url"),
+        };
+        store.clone().ok_or_else(|| {
+            QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
+        })
+    }
+}
+
+/// A [`QueryError`] on its way out as an HTTP response.
+#[derive(Debug)]
+pub struct ApiError(pub QueryError);
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.class().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            // Every 5xx leaves its cause in the log.
+            tracing::warn!(status = status.as_u16(), error = %self.0, "request failed");
+        }
+        let mut resp = HttpResponse::build(status);
+        if let Some(ra) = self.0.retry_after() {
+            resp.insert_header(("Retry-After", retry_after_secs(ra).to_string()));
+        }
+        resp.json(self.0.to_json())
+    }
+}
+
+/// Query-string pairs in order, duplicates kept (validation rejects them with a message).
+pub fn query_params(req: &HttpRequest) -> Params {
+    url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect()
+}
+
+pub fn elapsed_ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Routes of the facade.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(ops::health))
+        .route("/ready", web::get().to(ops::ready))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/openapi.json", web::get().to(ops::openapi))
+        .route("/api/query/compare", web::get().to(aggregate::compare))
+        .route("/api/query/{source}/logs", web::get().to(logs::page))
+        .route("/api/query/{source}/logs/export", web::get().to(logs::export))
+        .route("/api/query/{source}/logs/aggregate", web::get().to(aggregate::aggregate))
+        .route("/api/query/{source}/stats", web::get().to(aggregate::stats))
+        .default_service(web::to(ops::not_found));
+}
+
+/// Request counting and latency (to response headers) by route pattern, source and status.
+pub async fn observe(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let source = req.match_info().get("source").unwrap_or("-").to_string();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let route = route.trim_start_matches("/api/query/{source}").to_string();
+        let status = res.status().as_u16().to_string();
+        m.http_requests.with_labels(&[&route, &source, &status]).inc();
+        m.http_latency.with_labels(&[&route, &source]).observe(start.elapsed());
+    }
+    Ok(res)
+}

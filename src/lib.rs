@@ -1,0 +1,39 @@
+//! # fletch
+//!
+//! An actor-based streaming query server for a log pipeline's PostgreSQL tables and its
+//! Parquet archive (local or HDFS), served over the old Query API's HTTP JSON shape and
+//! Arrow Flight.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
+//! - [`config`]: layered configuration (defaults → TOML → `FLETCH_*` env → flags).
+//! - [`server`]: builds every component from a config and runs it.
+//! - [`query`]: the normalized, validated query description every front end produces.
+//! - [`error`]: the query-path error type and its single mapping to HTTP and gRPC status.
+//! - [`actors`]: actors that own resources (PostgreSQL connections, the pool router).
+//! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet).
+//! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
+//! - [`http`]: the HTTP facade (routes, parameters, streaming responses).
+//! - [`flight`]: Arrow Flight / Flight SQL.
+//! - [`executor`]: the dedicated DataFusion runtime; results cross back over bounded channels.
+//! - [`coalesce`]: single-flight execution and the short-lived result cache.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`load`]: synthetic log generation and bulk loading (`fletch load`).
+//! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
+
+pub mod actors;
+pub mod cli;
+pub mod coalesce;
+pub mod config;
+pub mod demo;
+pub mod encode;
+pub mod error;
+pub mod executor;
+pub mod flight;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod query;
+pub mod server;
+pub mod sources;

@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    fletch::cli::run(fletch::cli::Cli::parse())
+}

@@ -1,0 +1,421 @@
+//! The `hdfs` source: DataFusion over a directory of Parquet files on HDFS (through
+//! `hdfs-native-object-store`) or a local `file://` directory, running on the dedicated
+//! executor.
+//!
+//! Rows ordered by `timestamp` are read in *time slices* planned from row-group
+//! statistics: slice 1 covers the newest row groups that could hold the requested rows,
+//! later slices step back in time until enough rows are found. Each slice is a range
+//! filter, so DataFusion skips every other file and row group from statistics alone, and
+//! slices are disjoint, so their sorted outputs simply concatenate. The same plan streams
+//! exports of any size in order with memory bounded by one slice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use async_trait::async_trait;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{col, lit, Expr};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use futures::{stream, StreamExt, TryStreamExt};
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+
+use super::{BatchStream, CountAnswer, LogStore, Readiness};
+use crate::actors::parquet_index::{IndexSnapshot, ParquetIndex, Refresh, Snapshot};
+use crate::error::QueryError;
+use crate::executor::DedicatedExecutor;
+use crate::query::{AggregateQuery, CountMode, Filters, OrderBy, OrderDir, RowsQuery, Source};
+use crate::sources::logs_schema;
+
+/// Rows a slice should cover when streaming an export (about one row group).
+const EXPORT_SLICE_ROWS: u64 = 128 * 1024;
+
+/// Open the object store for a directory URL; returns the store and the directory in it.
+pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryError> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        QueryError::invalid("parquet.url", format!("`{url}` is not a URL ({e}); use file:///abs/dir or hdfs://host:port/dir"), None)
+    })?;
+    match parsed.scheme() {
+        "file" => {
+            let path = parsed.to_file_path().map_err(|_| QueryError::invalid("parquet.url", "file URL needs an absolute path", None))?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| QueryError::invalid("parquet.url", format!("cannot create {}: {e}", path.display()), None))?;
+            let store = object_store::local::LocalFileSystem::new();
+            let dir = StorePath::from_filesystem_path(&path)
+                .map_err(|e| QueryError::invalid("parquet.url", e.to_string(), None))?;
+            Ok((Arc::new(store), dir))
+        }
+        "hdfs" => {
+            let authority = format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]);
+            let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+                .with_url(authority)
+                .build()
+                .map_err(|e| QueryError::invalid("parquet.url", format!("cannot set up HDFS client: {e}"), None))?;
+            Ok((Arc::new(store), StorePath::from(parsed.path())))
+        }
+        other => Err(QueryError::invalid("parquet.url", format!("unsupported scheme `{other}`"), Some(&["file", "hdfs"]))),
+    }
+}
+
+/// Map engine and store failures to what clients are told.
+pub fn map_df_error(e: DataFusionError) -> QueryError {
+    let text = e.to_string();
+    match e.find_root() {
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => QueryError::Unavailable {
+            source_name: "hdfs",
+            reason: format!("the Parquet store did not answer: {text}"),
+            retry_after: Duration::from_secs(1),
+        },
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => QueryError::Sql(text),
+        DataFusionError::ResourcesExhausted(_) => QueryError::Overloaded {
+            source_name: "hdfs",
+            reason: text,
+            retry_after: Duration::from_secs(1),
+        },
+        _ if text.contains("HDFS") || text.contains("hdfs") || text.contains("onnection refused") => QueryError::Unavailable {
+            source_name: "hdfs",
+            reason: text,
+            retry_after: Duration::from_secs(1),
+        },
+        _ => QueryError::Store { source_name: "hdfs", message: text },
+    }
+}
+
+#[derive(Clone)]
+pub struct ParquetSource {
+    ctx: SessionContext,
+    table_url: ListingTableUrl,
+    index: Addr<ParquetIndex>,
+    executor: Arc<DedicatedExecutor>,
+}
+
+impl ParquetSource {
+    /// Build the DataFusion session for `url`; `index` must list the same directory.
+    pub fn new(
+        url: &str,
+        store: Arc<dyn ObjectStore>,
+        index: Addr<ParquetIndex>,
+        executor: Arc<DedicatedExecutor>,
+        partitions: usize,
+    ) -> Result<Self, QueryError> {
+        let mut config = SessionConfig::new().with_target_partitions(partitions.max(1)).with_collect_statistics(true);
+        let opts = config.options_mut();
+        opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.reorder_filters = true;
+        // Uncompressed, plain Utf8 results: what every client can read.
+        opts.execution.parquet.schema_force_view_types = false;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(512 * 1024 * 1024, 1.0)
+            .build_arc()
+            .map_err(map_df_error)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let dir_url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
+        let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::Internal(e.to_string()))?;
+        if parsed.scheme() == "hdfs" {
+            let base = url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+            ctx.register_object_store(&base, store);
+        }
+        let table_url = ListingTableUrl::parse(&dir_url).map_err(map_df_error)?;
+        Ok(Self { ctx, table_url, index, executor })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The whole directory as a table. Listed per query, so new files show up at once.
+    pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet");
+        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(options).with_schema(logs_schema());
+        Ok(Arc::new(ListingTable::try_new(config).map_err(map_df_error)?))
+    }
+
+    fn frame(&self) -> Result<DataFrame, QueryError> {
+        self.ctx.read_table(self.table()?).map_err(map_df_error)
+    }
+
+    async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
+        let snap = self.index.send(Snapshot).await.map_err(|e| QueryError::Internal(e.to_string()))?;
+        let snap = if snap.refreshed_at.is_none() {
+            self.index.send(Refresh { max_age: Duration::from_secs(1) }).await.map_err(|e| QueryError::Internal(e.to_string()))?
+        } else {
+            snap
+        };
+        if !snap.healthy {
+            return Err(QueryError::Unavailable {
+                source_name: "hdfs",
+                reason: format!("Parquet store unreachable: {}", snap.last_error.as_deref().unwrap_or("unknown")),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Stream a DataFrame's result from the dedicated executor.
+    fn stream_frame(&self, df: DataFrame) -> BatchStream {
+        self.executor.stream(async move {
+            let s = df.execute_stream().await.map_err(map_df_error)?;
+            Ok(Box::pin(s.map_err(map_df_error)) as BatchStream)
+        })
+    }
+
+    /// One time slice `[lo, hi)` (either bound open), sorted, at most `fetch` rows.
+    fn slice_frame(&self, filters: &Filters, dir: OrderDir, lo: Option<f64>, hi: Option<f64>, fetch: Option<u64>) -> Result<DataFrame, QueryError> {
+        let mut df = self.frame()?;
+        if let Some(f) = filter_expr(filters, lo, hi) {
+            df = df.filter(f).map_err(map_df_error)?;
+        }
+        df = df.sort(vec![col("timestamp").sort(dir == OrderDir::Asc, false)]).map_err(map_df_error)?;
+        if let Some(n) = fetch {
+            df = df.limit(0, Some(n as usize)).map_err(map_df_error)?;
+        }
+        Ok(df)
+    }
+
+    /// Rows ordered by timestamp, read slice by slice (see module docs).
+    fn time_sliced(&self, q: &RowsQuery, snap: IndexSnapshot) -> BatchStream {
+        let me = self.clone();
+        let q = q.clone();
+        let offset = q.offset;
+        let want = q.limit.map(|l| l + q.offset);
+        let planner = SlicePlanner::new(&snap, q.order_dir, want);
+        let state = (me, q, planner, 0u64);
+        let s = stream::unfold(state, move |(me, q, mut planner, got)| async move {
+            if want.is_some_and(|w| got >= w) {
+                return None;
+            }
+            let (lo, hi) = planner.next_slice(got)?;
+            let fetch = want.map(|w| w - got);
+            let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, fetch) {
+                Ok(df) => df,
+                Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
+            };
+            // Count rows of this slice as they pass to know whether to go on.
+            let batches: Vec<Result<RecordBatch, QueryError>> = me.executor.run(async move {
+                df.collect().await.map_err(map_df_error)
+            }).await.map(|v| v.into_iter().map(Ok).collect()).unwrap_or_else(|e| vec![Err(e)]);
+            let n: u64 = batches.iter().map(|b| b.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0)).sum();
+            let failed = batches.iter().any(|b| b.is_err());
+            let next_got = if failed { u64::MAX } else { got + n };
+            Some((stream::iter(batches).boxed(), (me, q, planner, next_got)))
+        })
+        .flatten();
+        // Apply the offset across slices and make sure a schema-carrying batch comes first.
+        Box::pin(skip_rows(Box::pin(s), offset))
+    }
+}
+
+/// Drop the first `n` rows of a stream; always yields at least one (possibly empty) batch.
+fn skip_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send {
+    let empty = RecordBatch::new_empty(logs_schema());
+    let skipped = stream::unfold((inner, n), |(mut inner, mut left)| async move {
+        let item = inner.next().await?;
+        let item = item.map(|b| {
+            if left == 0 {
+                return b;
+            }
+            let drop = left.min(b.num_rows() as u64) as usize;
+            left -= drop as u64;
+            b.slice(drop, b.num_rows() - drop)
+        });
+        Some((item, (inner, left)))
+    });
+    stream::once(async move { Ok(empty) }).chain(skipped)
+}
+
+/// Plans time slices from row-group statistics, newest first for DESC, oldest first for ASC.
+pub struct SlicePlanner {
+    /// Row groups as (near edge, far edge, rows), sorted by near edge in scan direction.
+    groups: Vec<(f64, f64, u64)>,
+    dir: OrderDir,
+    next: usize,
+    /// Far edge of the last slice handed out (exclusive bound of the next slice).
+    edge: Option<f64>,
+    target: u64,
+    /// Limited queries grow the slice when a filter turns out selective; exports don't.
+    limited: bool,
+    done: bool,
+}
+
+impl SlicePlanner {
+    pub fn new(snap: &IndexSnapshot, dir: OrderDir, want: Option<u64>) -> Self {
+        let mut groups: Vec<(f64, f64, u64)> = snap
+            .files
+            .iter()
+            .flat_map(|f| f.row_groups.iter())
+            .map(|g| match dir {
+                OrderDir::Desc => (g.ts_max, g.ts_min, g.rows),
+                OrderDir::Asc => (g.ts_min, g.ts_max, g.rows),
+            })
+            .collect();
+        match dir {
+            OrderDir::Desc => groups.sort_by(|a, b| b.0.total_cmp(&a.0)),
+            OrderDir::Asc => groups.sort_by(|a, b| a.0.total_cmp(&b.0)),
+        }
+        let target = want.unwrap_or(EXPORT_SLICE_ROWS).max(1);
+        Self { groups, dir, next: 0, edge: None, target, limited: want.is_some(), done: false }
+    }
+
+    /// `(lo, hi)` of the next slice, `None` when everything has been covered.
+    pub fn next_slice(&mut self, rows_found: u64) -> Option<(Option<f64>, Option<f64>)> {
+        if self.done {
+            return None;
+        }
+        // Few matches so far means a selective filter: cover more rows next time.
+        if self.next > 0 && self.limited {
+            let covered: u64 = self.groups[..self.next].iter().map(|g| g.2).sum();
+            let ratio = if rows_found == 0 { 8.0 } else { (covered as f64 / rows_found as f64).min(8.0) };
+            self.target = ((self.target as f64) * ratio.max(2.0)) as u64;
+        }
+        let mut rows = 0;
+        let mut far = self.edge.unwrap_or(match self.dir {
+            OrderDir::Desc => f64::INFINITY,
+            OrderDir::Asc => f64::NEG_INFINITY,
+        });
+        while self.next < self.groups.len() && rows < self.target {
+            let (_, g_far, g_rows) = self.groups[self.next];
+            far = match self.dir {
+                OrderDir::Desc => far.min(g_far),
+                OrderDir::Asc => far.max(g_far),
+            };
+            rows += g_rows;
+            self.next += 1;
+        }
+        let near = self.edge;
+        self.edge = Some(far);
+        if self.next >= self.groups.len() || !far.is_finite() {
+            self.done = true;
+            return Some(self.bounds(near, None));
+        }
+        Some(self.bounds(near, Some(far)))
+    }
+
+    /// Convert near/far edges to `[lo, hi)` in timestamp terms.
+    fn bounds(&self, near: Option<f64>, far: Option<f64>) -> (Option<f64>, Option<f64>) {
+        match self.dir {
+            // DESC: rows with far <= ts < near
+            OrderDir::Desc => (far, near),
+            // ASC: rows with near <= ts < far
+            OrderDir::Asc => (near, far),
+        }
+    }
+}
+
+fn filter_expr(f: &Filters, lo: Option<f64>, hi: Option<f64>) -> Option<Expr> {
+    let mut parts: Vec<Expr> = Vec::new();
+    for (name, v) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+        if let Some(v) = v {
+            parts.push(col(name).eq(lit(v.clone())));
+        }
+    }
+    if let Some(t) = f.start_time {
+        parts.push(col("timestamp").gt_eq(lit(t)));
+    }
+    if let Some(t) = f.end_time {
+        parts.push(col("timestamp").lt_eq(lit(t)));
+    }
+    if let Some(t) = lo {
+        parts.push(col("timestamp").gt_eq(lit(t)));
+    }
+    if let Some(t) = hi {
+        parts.push(col("timestamp").lt(lit(t)));
+    }
+    parts.into_iter().reduce(|a, b| a.and(b))
+}
+
+#[async_trait]
+impl LogStore for ParquetSource {
+    fn source(&self) -> Source {
+        Source::Hdfs
+    }
+
+    async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
+        let snap = self.snapshot().await?;
+        if q.order_by == OrderBy::Timestamp {
+            return Ok(self.time_sliced(q, snap));
+        }
+        let mut df = self.frame()?;
+        if let Some(f) = filter_expr(&q.filters, None, None) {
+            df = df.filter(f).map_err(map_df_error)?;
+        }
+        df = df.sort(vec![col(q.order_by.column()).sort(q.order_dir == OrderDir::Asc, false)]).map_err(map_df_error)?;
+        if q.limit.is_some() || q.offset > 0 {
+            df = df.limit(q.offset as usize, q.limit.map(|l| l as usize)).map_err(map_df_error)?;
+        }
+        Ok(Box::pin(skip_rows(self.stream_frame(df), 0)))
+    }
+
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+        self.snapshot().await?;
+        let mut df = self.frame()?;
+        if let Some(f) = filter_expr(&q.filters, None, None) {
+            df = df.filter(f).map_err(map_df_error)?;
+        }
+        let key = q.group_by.column();
+        let df = df
+            .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
+            .map_err(map_df_error)?
+            .sort(vec![col("count").sort(false, false), col(key).sort(true, false)])
+            .map_err(map_df_error)?;
+        let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
+        let mut out = Vec::new();
+        for b in batches {
+            let keys = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let keys = keys.as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                out.push((keys.value(i).to_string(), counts.value(i)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
+        if mode == CountMode::None {
+            return Ok(CountAnswer { value: None, kind: "none", age: None });
+        }
+        let snap = self.snapshot().await?;
+        if f.is_empty() {
+            // Exact, from footers: no scan at all.
+            return Ok(CountAnswer { value: Some(snap.total_rows() as i64), kind: "exact", age: None });
+        }
+        let mut df = self.frame()?;
+        if let Some(e) = filter_expr(f, None, None) {
+            df = df.filter(e).map_err(map_df_error)?;
+        }
+        let n = self.executor.run(async move { df.count().await.map_err(map_df_error) }).await?;
+        Ok(CountAnswer { value: Some(n as i64), kind: "exact", age: None })
+    }
+
+    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError> {
+        let snap = self.snapshot().await?;
+        let mut m = serde_json::Map::new();
+        m.insert("logs_count".into(), snap.total_rows().into());
+        m.insert("files".into(), snap.files.len().into());
+        Ok(m)
+    }
+
+    async fn readiness(&self) -> Readiness {
+        match self.index.send(Snapshot).await {
+            Ok(s) => Readiness {
+                ready: s.healthy,
+                detail: serde_json::json!({
+                    "files": s.files.len(),
+                    "rows": s.total_rows(),
+                    "generation": s.generation,
+                    "last_error": s.last_error,
+                }),
+            },
+            Err(e) => Readiness { ready: false, detail: serde_json::json!({"error": e.to_string()}) },
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The `postgres` source: SQL built from whitelisted columns and bind parameters, run on the
+//! connection actors through the router, streamed back as Arrow batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::count::CountCache;
+use super::{receiver_stream, BatchStream, CountAnswer, LogStore, Readiness};
+use crate::actors::pg_connection::{PgJob, PgParam};
+use crate::actors::pg_router::{GetStatus, PgRouter, Submit};
+use crate::error::QueryError;
+use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
+
+/// Columns of `logs` in the order every source returns them.
+pub const LOG_COLUMNS_SQL: &str =
+    r#"id, "timestamp", level, service, host, message, metadata::text AS metadata, created_at"#;
+
+/// Batches buffered between a connection actor and the consumer: small, so a slow client
+/// slows the query instead of filling memory.
+const CHANNEL_BATCHES: usize = 2;
+
+#[derive(Clone)]
+pub struct PgSource {
+    router: Addr<PgRouter>,
+    queue_timeout: Duration,
+    counts: Arc<CountCache>,
+}
+
+/// WHERE clause for the shared filters, appending bind parameters.
+pub fn where_clause(f: &Filters, params: &mut Vec<PgParam>) -> String {
+    let mut conds = Vec::new();
+    for (col, val) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+        if let Some(v) = val {
+            params.push(PgParam::Text(v.clone()));
+            conds.push(format!("{col} = ${}", params.len()));
+        }
+    }
+    if let Some(t) = f.start_time {
+        params.push(PgParam::F64(t));
+        conds.push(format!("\"timestamp\" >= ${}", params.len()));
+    }
+    if let Some(t) = f.end_time {
+        params.push(PgParam::F64(t));
+        conds.push(format!("\"timestamp\" <= ${}", params.len()));
+    }
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+pub fn rows_sql(q: &RowsQuery) -> (String, Vec<PgParam>) {
+    let mut params = Vec::new();
+    let mut sql = format!("SELECT {LOG_COLUMNS_SQL} FROM logs{}", where_clause(&q.filters, &mut params));
+    sql.push_str(&format!(" ORDER BY \"{}\" {}", q.order_by.column(), q.order_dir.sql()));
+    if let Some(limit) = q.limit {
+        params.push(PgParam::I64(limit as i64));
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+    }
+    if q.offset > 0 {
+        params.push(PgParam::I64(q.offset as i64));
+        sql.push_str(&format!(" OFFSET ${}", params.len()));
+    }
+    (sql, params)
+}
+
+pub fn aggregate_sql(q: &AggregateQuery) -> (String, Vec<PgParam>) {
+    let mut params = Vec::new();
+    let col = q.group_by.column();
+    let sql = format!(
+        "SELECT {col}::text AS key, count(*) AS count FROM logs{} GROUP BY {col} ORDER BY count DESC, key",
+        where_clause(&q.filters, &mut params)
+    );
+    (sql, params)
+}
+
+impl PgSource {
+    pub fn new(router: Addr<PgRouter>, queue_timeout: Duration, count_ttl: Duration) -> Self {
+        Self { router, queue_timeout, counts: CountCache::new(count_ttl) }
+    }
+
+    pub fn router(&self) -> &Addr<PgRouter> {
+        &self.router
+    }
+
+    /// Run any SQL on a pooled connection; the stream yields at least one batch (the schema).
+    pub async fn query(&self, sql: String, params: Vec<PgParam>) -> Result<BatchStream, QueryError> {
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let now = Instant::now();
+        let job = PgJob { sql: sql.into(), params, tx, start_deadline: now + self.queue_timeout, enqueued_at: now };
+        self.router
+            .send(Submit(job))
+            .await
+            .map_err(|e| QueryError::Internal(format!("postgres router unreachable: {e}")))??;
+        Ok(receiver_stream(rx))
+    }
+
+    pub async fn collect(&self, sql: String, params: Vec<PgParam>) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut s = self.query(sql, params).await?;
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    async fn scalar_i64(&self, sql: String, params: Vec<PgParam>) -> Result<i64, QueryError> {
+        let batches = self.collect(sql, params).await?;
+        batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_null(0)).map(|a| a.value(0)))
+            .ok_or_else(|| QueryError::Internal("expected one integer from postgres".into()))
+    }
+
+    fn exact_count_job(&self, f: &Filters) -> impl std::future::Future<Output = Result<i64, QueryError>> + Send + 'static {
+        let mut params = Vec::new();
+        let sql = format!("SELECT count(*) AS count FROM logs{}", where_clause(f, &mut params));
+        let me = self.clone();
+        async move { me.scalar_i64(sql, params).await }
+    }
+
+    /// Planner estimate: pg_class for the whole table, EXPLAIN for a filtered one.
+    async fn estimate(&self, f: &Filters) -> Result<i64, QueryError> {
+        if f.is_empty() {
+            let n = self
+                .scalar_i64("SELECT reltuples::int8 FROM pg_class WHERE oid = 'logs'::regclass".into(), vec![])
+                .await?;
+            if n >= 0 {
+                return Ok(n);
+            }
+        }
+        let mut params = Vec::new();
+        let sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM logs{}", where_clause(f, &mut params));
+        let batches = self.collect(sql, params).await?;
+        let text = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+            .ok_or_else(|| QueryError::Internal("empty EXPLAIN output".into()))?;
+        let plan: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| QueryError::Internal(format!("EXPLAIN output: {e}")))?;
+        plan[0]["Plan"]["Plan Rows"]
+            .as_f64()
+            .map(|r| r as i64)
+            .ok_or_else(|| QueryError::Internal("EXPLAIN output has no row estimate".into()))
+    }
+}
+
+#[async_trait]
+impl LogStore for PgSource {
+    fn source(&self) -> Source {
+        Source::Postgres
+    }
+
+    async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
+        let (sql, params) = rows_sql(q);
+        self.query(sql, params).await
+    }
+
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+        let (sql, params) = aggregate_sql(q);
+        let mut out = Vec::new();
+        for b in self.collect(sql, params).await? {
+            let keys = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                let key = if keys.is_null(i) { "null".to_string() } else { keys.value(i).to_string() };
+                out.push((key, counts.value(i)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
+        let key = f.key();
+        match mode {
+            CountMode::None => Ok(CountAnswer { value: None, kind: "none", age: None }),
+            CountMode::Estimate => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: "estimate", age: None }),
+            CountMode::Exact => self.counts.exact(&key, || self.exact_count_job(f)).await,
+            CountMode::Auto => {
+                let job = self.exact_count_job(f);
+                match self.counts.cached_or_start(&key, move || job) {
+                    Some(hit) => Ok(hit),
+                    None => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: "estimate", age: None }),
+                }
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError> {
+        let logs = {
+            let key = Filters::default().key();
+            let job = self.exact_count_job(&Filters::default());
+            match self.counts.cached_or_start(&key, move || job) {
+                Some(hit) => hit,
+                None => self.counts.exact(&key, || self.exact_count_job(&Filters::default())).await?,
+            }
+        };
+        let has_events = self
+            .scalar_i64("SELECT (to_regclass('public.events') IS NOT NULL)::int8".into(), vec![])
+            .await?
+            == 1;
+        let events = if has_events {
+            let me = self.clone();
+            self.counts
+                .exact("events", move || async move { me.scalar_i64("SELECT count(*) FROM events".into(), vec![]).await })
+                .await?
+                .value
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let mut m = serde_json::Map::new();
+        m.insert("logs_count".into(), logs.value.into());
+        m.insert("events_count".into(), events.into());
+        m.insert("count_age_ms".into(), logs.age.map(|a| a.as_millis() as u64).into());
+        Ok(m)
+    }
+
+    async fn readiness(&self) -> Readiness {
+        match self.router.send(GetStatus).await {
+            Ok(s) => Readiness { ready: s.ready > 0, detail: serde_json::to_value(&s).unwrap_or_default() },
+            Err(e) => Readiness { ready: false, detail: serde_json::json!({"error": e.to_string()}) },
+        }
+    }
+}
+
+/// Connection settings from the config section.
+pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<crate::actors::pg_connection::PgSettings, QueryError> {
+    let mut pg: tokio_postgres::Config = cfg
+        .url
+        .parse()
+        .map_err(|e| QueryError::invalid("postgres.url", format!("not a PostgreSQL URL: {e}"), None))?;
+    pg.connect_timeout(cfg.connect_timeout());
+    pg.application_name("fletch");
+    pg.options(format!("-c statement_timeout={}", cfg.statement_timeout_ms));
+    Ok(crate::actors::pg_connection::PgSettings {
+        pg,
+        batch_rows: cfg.batch_rows.max(1),
+        connect_timeout: cfg.connect_timeout(),
+        backoff_min: Duration::from_millis(cfg.backoff_min_ms.max(10)),
+        backoff_max: Duration::from_millis(cfg.backoff_max_ms.max(cfg.backoff_min_ms.max(10))),
+    })
+}
+
+/// Batches' total row count (helper for tests and encoders).
+pub fn total_rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
