@@ -16,7 +16,7 @@ async fn postgres_outage_is_a_fast_503_then_recovers() {
     fletch::load::run(opts).await.expect("load");
     let mut cfg = pg_config(&base);
     cfg.postgres.backoff_max_ms = 500;
-    let srv = tokio::task::spawn_blocking(move || boot(cfg)).await.unwrap();
+    let srv = boot(cfg);
     let (s, _, _) = get_json(&srv.url("/api/query/postgres/logs?limit=5")).await;
     assert_eq!(s, 200);
 

@@ -197,7 +197,9 @@ impl Handler<Submit> for PgRouter {
     type Result = Result<(), QueryError>;
 
     fn handle(&mut self, Submit(job): Submit, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.ready_count() == 0 {
+        // Fail fast only when every connection is known to be down; while some are still
+        // connecting (at start-up) the job waits in the queue like any other.
+        if self.slots.iter().all(|s| *s == Slot::Down) {
             return Err(self.unavailable());
         }
         while let Some(id) = self.idle.pop_front() {
@@ -247,7 +249,7 @@ impl Handler<ConnDown> for PgRouter {
         self.idle.retain(|i| *i != msg.id);
         self.last_error = Some(msg.reason);
         self.retry_in = msg.retry_in.max(self.settings.backoff_min);
-        if self.ready_count() == 0 {
+        if self.slots.iter().all(|s| *s == Slot::Down) {
             // Nobody can serve the queue: answer it now rather than let it time out.
             let err = self.unavailable();
             for job in self.waiting.drain(..) {

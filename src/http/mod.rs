@@ -104,11 +104,12 @@ pub async fn observe(
     next: actix_web::middleware::Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let source = req.match_info().get("source").unwrap_or("-").to_string();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
     let res = next.call(req).await?;
     if let Some(m) = metrics {
+        // Path parameters are known only once the router has matched the request.
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        let source = res.request().match_info().get("source").unwrap_or("-").to_string();
         let route = route.trim_start_matches("/api/query/{source}").to_string();
         let status = res.status().as_u16().to_string();
         m.http_requests.with_labels(&[&route, &source, &status]).inc();

@@ -206,7 +206,7 @@ impl LogStore for PgSource {
             }
         };
         let has_events = self
-            .scalar_i64("SELECT (to_regclass('public.events') IS NOT NULL)::int8".into(), vec![])
+            .scalar_i64("SELECT count(*) FROM pg_class WHERE oid = to_regclass('public.events')".into(), vec![])
             .await?
             == 1;
         let events = if has_events {

@@ -50,8 +50,17 @@ pub fn pg_url() -> String {
     .clone()
 }
 
+/// Run blocking set-up (which may start its own runtime) off the async test's thread.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("set-up panicked"))
+}
+
 /// A fresh database with `rows` generated rows (seeded), named after the test binary.
 pub fn database_with_rows(name: &str, rows: u64) -> String {
+    off_runtime(|| database_with_rows_blocking(name, rows))
+}
+
+fn database_with_rows_blocking(name: &str, rows: u64) -> String {
     let base = pg_url();
     let admin = base.clone();
     let db = format!("fletch_{name}");
@@ -90,7 +99,11 @@ impl TestServer {
 }
 
 /// Boot the real server on port 0 with `config` and return its address.
-pub fn boot(mut config: Config) -> TestServer {
+pub fn boot(config: Config) -> TestServer {
+    off_runtime(|| boot_blocking(config))
+}
+
+fn boot_blocking(mut config: Config) -> TestServer {
     config.http.listen = "127.0.0.1:0".into();
     config.flight.listen = String::new();
     config.http.workers = 2;
