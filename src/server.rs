@@ -70,7 +70,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             DedicatedExecutor::new("fletch-query", partitions)
                 .map_err(|e| StartError::Setting(QueryError::Internal(format!("query runtime: {e}"))))?,
         );
-        Some(Arc::new(ParquetSource::new(&config.parquet.url, store, index, executor, partitions)?))
+        Some(Arc::new(ParquetSource::new(&config.parquet.url, store, index, executor, partitions, metrics.clone())?))
     };
     let state = web::Data::new(AppState { postgres, hdfs, metrics: metrics.clone() });
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };

@@ -42,22 +42,27 @@ pub async fn write_files(
 ) -> Result<Vec<String>, LoadError> {
     let mut written = Vec::new();
     let mut current: Option<(AsyncArrowWriter<BufWriter>, StorePath, u64)> = None;
-    while let Ok(batch) = batches.recv().await {
-        if current.is_none() {
-            let first_id = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0)).value(0);
-            let path = dir.clone().join(format!("logs-{first_id:012}.parquet"));
-            let sink = BufWriter::new(store.clone(), path.clone());
-            let w = AsyncArrowWriter::try_new(sink, logs_schema(), Some(writer_properties()))?;
-            current = Some((w, path, 0));
-        }
-        let (w, _, rows) = current.as_mut().expect("writer just opened");
-        w.write(&batch).await?;
-        *rows += batch.num_rows() as u64;
-        on_rows(batch.num_rows());
-        if *rows >= file_rows {
-            let (w, path, _) = current.take().expect("writer open");
-            w.close().await?;
-            written.push(path.to_string());
+    while let Ok(mut batch) = batches.recv().await {
+        // Split batches at file boundaries so every file holds exactly `file_rows` rows.
+        while batch.num_rows() > 0 {
+            if current.is_none() {
+                let first_id = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0)).value(0);
+                let path = dir.clone().join(format!("logs-{first_id:012}.parquet"));
+                let sink = BufWriter::new(store.clone(), path.clone());
+                let w = AsyncArrowWriter::try_new(sink, logs_schema(), Some(writer_properties()))?;
+                current = Some((w, path, 0));
+            }
+            let (w, _, rows) = current.as_mut().expect("writer just opened");
+            let take = (file_rows - *rows).min(batch.num_rows() as u64) as usize;
+            w.write(&batch.slice(0, take)).await?;
+            *rows += take as u64;
+            on_rows(take);
+            batch = batch.slice(take, batch.num_rows() - take);
+            if *rows >= file_rows {
+                let (w, path, _) = current.take().expect("writer open");
+                w.close().await?;
+                written.push(path.to_string());
+            }
         }
     }
     if let Some((w, path, _)) = current.take() {

@@ -31,6 +31,8 @@ use super::{BatchStream, CountAnswer, LogStore, Readiness};
 use crate::actors::parquet_index::{IndexSnapshot, ParquetIndex, Refresh, Snapshot};
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
+use crate::metrics::Metrics;
+use datafusion::physical_plan::ExecutionPlan;
 use crate::query::{AggregateQuery, CountMode, Filters, OrderBy, OrderDir, RowsQuery, Source};
 use crate::sources::logs_schema;
 
@@ -91,6 +93,7 @@ pub fn map_df_error(e: DataFusionError) -> QueryError {
 #[derive(Clone)]
 pub struct ParquetSource {
     ctx: SessionContext,
+    metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
     index: Addr<ParquetIndex>,
     executor: Arc<DedicatedExecutor>,
@@ -104,6 +107,7 @@ impl ParquetSource {
         index: Addr<ParquetIndex>,
         executor: Arc<DedicatedExecutor>,
         partitions: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, QueryError> {
         let mut config = SessionConfig::new().with_target_partitions(partitions.max(1)).with_collect_statistics(true);
         let opts = config.options_mut();
@@ -124,7 +128,7 @@ impl ParquetSource {
             ctx.register_object_store(&base, store);
         }
         let table_url = ListingTableUrl::parse(&dir_url).map_err(map_df_error)?;
-        Ok(Self { ctx, table_url, index, executor })
+        Ok(Self { ctx, metrics, table_url, index, executor })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -199,10 +203,13 @@ impl ParquetSource {
                 Ok(df) => df,
                 Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
             };
-            // Count rows of this slice as they pass to know whether to go on.
-            let batches: Vec<Result<RecordBatch, QueryError>> = me.executor.run(async move {
-                df.collect().await.map_err(map_df_error)
-            }).await.map(|v| v.into_iter().map(Ok).collect()).unwrap_or_else(|e| vec![Err(e)]);
+            let metrics = me.metrics.clone();
+            let batches: Vec<Result<RecordBatch, QueryError>> = me
+                .executor
+                .run(async move { collect_counting_scan(df, &metrics).await })
+                .await
+                .map(|v| v.into_iter().map(Ok).collect())
+                .unwrap_or_else(|e| vec![Err(e)]);
             let n: u64 = batches.iter().map(|b| b.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0)).sum();
             let failed = batches.iter().any(|b| b.is_err());
             let next_got = if failed { u64::MAX } else { got + n };
@@ -212,6 +219,30 @@ impl ParquetSource {
         // Apply the offset across slices and make sure a schema-carrying batch comes first.
         Box::pin(skip_rows(Box::pin(s), offset))
     }
+}
+
+/// Run a frame to completion and add the rows the Parquet scan actually decoded to
+/// `fletch_hdfs_rows_scanned_total` (what statistics pruning saved is visible there).
+async fn collect_counting_scan(df: DataFrame, metrics: &Metrics) -> Result<Vec<RecordBatch>, QueryError> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(map_df_error)?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx).await.map_err(map_df_error)?;
+    metrics.hdfs_rows_scanned.add(rows_scanned(plan.as_ref()) as u64);
+    Ok(batches)
+}
+
+/// Rows decoded by Parquet scans in an executed plan: rows the pushed-down predicate
+/// looked at when there was one, else rows the scan produced.
+pub fn rows_scanned(plan: &dyn ExecutionPlan) -> usize {
+    let own = match plan.metrics() {
+        Some(m) if plan.name() == "DataSourceExec" => {
+            let get = |n: &str| m.sum_by_name(n).map(|v| v.as_usize()).unwrap_or(0);
+            let evaluated = get("pushdown_rows_pruned") + get("pushdown_rows_matched");
+            if evaluated > 0 { evaluated } else { m.output_rows().unwrap_or(0) }
+        }
+        _ => 0,
+    };
+    own + plan.children().iter().map(|c| rows_scanned(c.as_ref())).sum::<usize>()
 }
 
 /// Drop the first `n` rows of a stream; always yields at least one (possibly empty) batch.

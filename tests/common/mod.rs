@@ -146,3 +146,68 @@ pub async fn sql_i64(url: &str, sql: &str) -> i64 {
     tokio::spawn(conn);
     client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
+
+/// The HDFS (MiniDFS) for this test binary: `FLETCH_TEST_HDFS_URL`, else started with
+/// `scripts/minidfs.sh` (one cluster per machine, NameNode on port 9000).
+pub fn hdfs_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("FLETCH_TEST_HDFS_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            let out = Command::new("bash").arg(repo().join("scripts/minidfs.sh")).arg("start").output().expect("run minidfs.sh");
+            assert!(out.status.success(), "scripts/minidfs.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    })
+    .clone()
+}
+
+/// Control MiniDFS (`datanodes/stop`, `datanodes/start`, ...).
+pub fn minidfs_ctl(path: &str) {
+    let out = Command::new("bash").arg(repo().join("scripts/minidfs.sh")).args(["ctl", path]).output().expect("run minidfs.sh");
+    assert!(out.status.success(), "minidfs.sh ctl {path} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A fresh database and a Parquet directory holding the same `rows` rows.
+pub fn postgres_and_parquet(name: &str, rows: u64, parquet_url: &str, file_rows: u64) -> String {
+    let url = database_with_rows_blocking_empty(name);
+    let opts = fletch::load::LoadOptions {
+        pg_url: Some(url.clone()),
+        parquet_url: Some(parquet_url.to_string()),
+        rows,
+        file_rows,
+        seed: 11,
+        progress: false,
+        ..Default::default()
+    };
+    off_runtime(|| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let report = rt.block_on(fletch::load::run(opts)).expect("load");
+        assert_eq!(report.pg_total, Some(rows as i64));
+    });
+    url
+}
+
+fn database_with_rows_blocking_empty(name: &str) -> String {
+    let base = pg_url();
+    let db = format!("fletch_{name}");
+    let url = format!("{}/{db}", &base[..base.rfind('/').expect("URL has a database")]);
+    off_runtime(|| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+            tokio::spawn(conn);
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
+            client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+        });
+    });
+    url
+}
+
+/// Current value of an unlabelled counter on `/metrics`.
+pub async fn metric(srv: &TestServer, name: &str) -> f64 {
+    let text = reqwest::get(srv.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("metric {name} not found"))
+}

@@ -1,0 +1,144 @@
+//! The `hdfs` source against the same rows in PostgreSQL, on a local `file://` directory
+//! and on a real HDFS (MiniDFSCluster): every endpoint agrees with PostgreSQL, and the
+//! newest-rows query reads a small fraction of the table.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+
+const ROWS: u64 = 200_000;
+const FILE_ROWS: u64 = 20_000;
+
+struct Fixture {
+    srv: TestServer,
+    pg: String,
+}
+
+fn fixture(kind: &'static str) -> &'static Fixture {
+    static LOCAL: OnceLock<Fixture> = OnceLock::new();
+    static HDFS: OnceLock<Fixture> = OnceLock::new();
+    let cell = if kind == "hdfs" { &HDFS } else { &LOCAL };
+    cell.get_or_init(|| {
+        let parquet = match kind {
+            "hdfs" => format!("{}/fletch-test/{}/logs", hdfs_url(), std::process::id()),
+            _ => {
+                let dir = std::env::temp_dir().join(format!("fletch-test-parquet-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("file://{}", dir.display())
+            }
+        };
+        let pg = postgres_and_parquet(&format!("hdfsapi_{kind}"), ROWS, &parquet, FILE_ROWS);
+        let mut cfg = pg_config(&pg);
+        cfg.parquet.url = parquet;
+        Fixture { srv: boot(cfg), pg }
+    })
+}
+
+async fn ids(srv: &TestServer, path: &str) -> Vec<i64> {
+    let (s, _, b) = get_json(&srv.url(path)).await;
+    assert_eq!(s, 200, "{path}: {b}");
+    b["data"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}
+
+async fn groups(srv: &TestServer, path: &str) -> Vec<(String, i64)> {
+    let (s, _, b) = get_json(&srv.url(path)).await;
+    assert_eq!(s, 200, "{path}: {b}");
+    b["data"].as_array().unwrap().iter().map(|d| (d["key"].as_str().unwrap().to_string(), d["count"].as_i64().unwrap())).collect()
+}
+
+async fn agrees_with_postgres(f: &Fixture) {
+    let srv = &f.srv;
+    // stats from Parquet metadata
+    let (s, _, st) = get_json(&srv.url("/api/query/hdfs/stats")).await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["source"], "hdfs");
+    assert_eq!(st["logs_count"], ROWS);
+    assert_eq!(st["files"], ROWS / FILE_ROWS);
+
+    // pages: same rows as PostgreSQL, in the same order
+    for q in [
+        "limit=100",
+        "limit=100&level=ERROR",
+        "limit=20&offset=50&order_dir=asc",
+        "limit=500&service=payment-service&host=worker-3",
+        "limit=30&order_by=id&order_dir=asc&offset=10",
+    ] {
+        let h = ids(srv, &format!("/api/query/hdfs/logs?{q}")).await;
+        let p = ids(srv, &format!("/api/query/postgres/logs?{q}")).await;
+        assert!(!h.is_empty(), "{q}: no rows");
+        assert_eq!(h, p, "hdfs and postgres disagree on {q}");
+    }
+    let (_, _, page) = get_json(&srv.url("/api/query/hdfs/logs?limit=3&count=exact&level=WARN")).await;
+    assert_eq!(page["source"], "hdfs");
+    assert_eq!(page["returned_count"], 3);
+    assert_eq!(page["total_count"], sql_i64(&f.pg, "SELECT count(*) FROM logs WHERE level='WARN'").await);
+    assert!(page["data"][0]["metadata"].is_object());
+
+    // aggregates
+    for g in ["level", "service", "host"] {
+        for filter in ["", "&level=ERROR"] {
+            let path = format!("/logs/aggregate?group_by={g}{filter}");
+            assert_eq!(
+                groups(srv, &format!("/api/query/hdfs{path}")).await,
+                groups(srv, &format!("/api/query/postgres{path}")).await,
+                "{path}"
+            );
+        }
+    }
+
+    // compare runs both and their totals agree
+    let (s, _, c) = get_json(&srv.url("/api/query/compare?level=ERROR&limit=100")).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["postgresql"]["total"], c["hdfs"]["total"]);
+    assert_eq!(c["postgresql"]["count"], 100);
+    assert_eq!(c["hdfs"]["count"], 100);
+    assert!(c["comparison"]["faster"].is_string());
+
+    // exports
+    let text = reqwest::get(srv.url("/api/query/hdfs/logs/export?level=ERROR&format=ndjson")).await.unwrap().text().await.unwrap();
+    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len() as i64, sql_i64(&f.pg, "SELECT count(*) FROM logs WHERE level='ERROR'").await);
+    let ts: Vec<f64> = rows.iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]), "export not newest first");
+    let bytes = reqwest::get(srv.url("/api/query/hdfs/logs/export?format=arrow&order_dir=asc")).await.unwrap().bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>() as u64, ROWS);
+
+    // bad input: same 400s as postgres
+    let (s, _, b) = get_json(&srv.url("/api/query/hdfs/logs/aggregate?group_by=nope")).await;
+    assert_eq!((s, b["parameter"].as_str()), (400, Some("group_by")));
+    let (s, _, b) = get_json(&srv.url("/api/query/hdfs/logs?limit=99999")).await;
+    assert_eq!((s, b["parameter"].as_str()), (400, Some("limit")));
+}
+
+/// Newest 100 rows read only the newest row groups: a top-k, not a sort of the table.
+async fn newest_rows_are_pruned(f: &Fixture) {
+    for q in ["limit=100", "limit=100&order_dir=asc", "limit=100&level=ERROR"] {
+        let before = metric(&f.srv, "fletch_hdfs_rows_scanned_total").await;
+        let (s, _, _) = get_json(&f.srv.url(&format!("/api/query/hdfs/logs?{q}&count=none"))).await;
+        assert_eq!(s, 200);
+        let scanned = metric(&f.srv, "fletch_hdfs_rows_scanned_total").await - before;
+        assert!(scanned > 0.0, "{q}: scan metrics missing");
+        assert!(
+            scanned <= (3 * FILE_ROWS) as f64,
+            "{q}: scanned {scanned} rows of {ROWS} (expected a few row groups)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn local_parquet_agrees_with_postgres() {
+    let f = fixture("local");
+    agrees_with_postgres(f).await;
+    newest_rows_are_pruned(f).await;
+}
+
+#[tokio::test]
+async fn hdfs_parquet_agrees_with_postgres() {
+    let f = fixture("hdfs");
+    agrees_with_postgres(f).await;
+    newest_rows_are_pruned(f).await;
+}
