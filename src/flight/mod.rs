@@ -1,1 +1,119 @@
-//! Arrow Flight / Flight SQL service (one gRPC port). Not built yet: see issue 5.
+//! Arrow Flight and Flight SQL on one gRPC port (`[flight] listen`; empty disables it).
+//!
+//! - plain Flight (pyarrow): `list_flights` names `postgres.logs` / `hdfs.logs`;
+//!   `get_flight_info` / `get_schema` take a path (`["postgres.logs"]`) or a JSON command;
+//!   `do_get` takes the JSON ticket ([`tickets`]): the HTTP facade's queries, or `{"sql": …}`.
+//! - Flight SQL (ADBC, JDBC, Spark): statements, prepared statements, `GetSqlInfo`,
+//!   catalogs / schemas / tables / table types, over [`crate::sql::SqlEngine`].
+//! - `Handshake`: Basic credentials (token as password) → bearer token, when `[auth]
+//!   tokens` is set; every call is checked by an interceptor ([`crate::auth`]).
+//!
+//! The server runs on its own small tokio runtime, so gRPC never competes with the actix
+//! workers; DataFusion work still runs on the dedicated executor.
+//!
+//! Files: [`service`] (routing), [`plain`], [`sql`], [`catalog`], [`prepared`],
+//! [`tickets`], [`encode`].
+
+pub mod catalog;
+pub mod encode;
+pub mod plain;
+pub mod prepared;
+pub mod service;
+pub mod sql;
+pub mod tickets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::sql::metadata::SqlInfoData;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::Auth;
+use crate::error::QueryError;
+use crate::http::AppState;
+use crate::query::Source;
+use crate::service::Service;
+use crate::sql::SqlEngine;
+
+/// Largest gRPC message accepted (prepared-statement parameters) or sent.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the Flight handlers can reach.
+pub struct FlightState {
+    pub postgres: Option<Arc<Service>>,
+    pub hdfs: Option<Arc<Service>>,
+    pub sql: Option<Arc<SqlEngine>>,
+    pub prepared: prepared::PreparedStatements,
+    pub sql_info: SqlInfoData,
+}
+
+impl FlightState {
+    pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
+        let (store, setting) = match source {
+            Source::Postgres => (&self.postgres, "postgres.url"),
+            Source::Hdfs => (&self.hdfs, "parquet.url"),
+        };
+        store.clone().ok_or_else(|| {
+            QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
+        })
+    }
+
+    pub fn engine(&self) -> Result<&Arc<SqlEngine>, QueryError> {
+        self.sql.as_ref().ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))
+    }
+}
+
+/// The Flight service (cheap to clone).
+#[derive(Clone)]
+pub struct FletchFlight {
+    state: Arc<FlightState>,
+}
+
+impl FletchFlight {
+    pub fn new(app: &AppState) -> Result<Self, QueryError> {
+        let sql_info = catalog::sql_info().map_err(|s| QueryError::Internal(s.message().to_string()))?;
+        Ok(Self {
+            state: Arc::new(FlightState {
+                postgres: app.postgres.clone(),
+                hdfs: app.hdfs.clone(),
+                sql: app.sql.clone(),
+                prepared: prepared::PreparedStatements::default(),
+                sql_info,
+            }),
+        })
+    }
+}
+
+/// Bind `listen` now (so the address is known, port 0 works) and serve on a dedicated
+/// runtime thread until the process exits.
+pub fn start(listen: &str, app: &AppState, threads: usize) -> Result<SocketAddr, std::io::Error> {
+    let service = FletchFlight::new(app).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let auth: Arc<Auth> = app.auth.clone();
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("fletch-grpc")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new().name("fletch-grpc-main".into()).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(error = %e, "Flight listener"),
+            };
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = FlightServiceServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let svc = InterceptedService::new(server, move |req| auth.grpc(req));
+            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "Flight server stopped");
+            }
+        })
+    })?;
+    tracing::info!(%addr, "fletch Flight listening");
+    Ok(addr)
+}

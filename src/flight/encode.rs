@@ -1,0 +1,74 @@
+//! Batch streams → Flight data, and the small message builders every handler uses.
+
+use std::pin::Pin;
+
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaAsIpc, SchemaResult, Ticket};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::Status;
+
+use crate::error::QueryError;
+use crate::sources::BatchStream;
+
+pub type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// Encode a source stream whose first item is an (empty) schema-carrying batch. The schema
+/// message goes out even when no rows follow; IPC is uncompressed (every client reads it);
+/// dictionaries are sent as plain values.
+pub fn flight_stream(first: RecordBatch, rest: BatchStream) -> FlightDataStream {
+    let schema = first.schema();
+    let batches = futures::stream::once(async move { Ok(first) })
+        .chain(rest)
+        .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+        .map_err(|e: QueryError| FlightError::Tonic(Box::new(e.into())));
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_options(IpcWriteOptions::default())
+        .with_schema(schema)
+        .build(batches)
+        .map_err(flight_status);
+    Box::pin(encoded)
+}
+
+/// Open a stream and wait for its schema batch, so errors before any data are a status.
+pub async fn open(stream: Result<BatchStream, QueryError>) -> Result<FlightDataStream, Status> {
+    let mut s = stream?;
+    match s.next().await {
+        Some(Ok(first)) => Ok(flight_stream(first, s)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(QueryError::Internal("query produced no schema".into()).into()),
+    }
+}
+
+pub fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A one-endpoint `FlightInfo` (the data is served by this same server).
+pub fn flight_info(schema: &Schema, ticket: impl Into<bytes::Bytes>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+pub fn schema_result(schema: &Schema) -> Result<SchemaResult, Status> {
+    SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))
+}
+
+/// A stream of exactly these batches, schema first (for small metadata answers).
+pub fn batch_stream(batch: RecordBatch) -> FlightDataStream {
+    let first = RecordBatch::new_empty(batch.schema());
+    flight_stream(first, Box::pin(futures::stream::iter([Ok(batch)])))
+}

@@ -1,0 +1,64 @@
+//! Plain Flight (what `pyarrow.flight` uses): datasets by path, the HTTP facade's queries
+//! as JSON commands/tickets (see [`super::tickets`]), served through the same query service
+//! as HTTP (admission, single-flight, cache).
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::{FlightDescriptor, FlightInfo};
+use bytes::Bytes;
+use tonic::Status;
+
+use super::encode::{batch_stream, flight_info, open, FlightDataStream};
+use super::tickets::{self, PlainQuery, DATASETS};
+use super::FlightState;
+use crate::sources::{logs_schema, LogStore};
+
+/// One entry per configured dataset.
+pub fn list(state: &FlightState) -> Result<Vec<FlightInfo>, Status> {
+    let mut out = Vec::new();
+    for (name, source) in DATASETS {
+        if state.store(*source).is_ok() {
+            let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
+            out.push(flight_info(&logs_schema(), tickets::export_ticket(*source), descriptor)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Schema and ticket for a path descriptor (`["postgres.logs"]`).
+pub fn describe_path(state: &FlightState, path: &[String]) -> Result<(SchemaRef, Bytes), Status> {
+    let source = tickets::dataset(path)?;
+    state.store(source)?;
+    Ok((logs_schema(), Bytes::from(tickets::export_ticket(source))))
+}
+
+/// Schema and ticket for a JSON command (the command itself becomes the ticket).
+pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(SchemaRef, Bytes), Status> {
+    let q = tickets::parse(cmd)?;
+    let schema = match (&q, tickets::schema_of(&q)) {
+        (PlainQuery::Sql(sql), _) => state.engine()?.schema(sql, Vec::new()).await?,
+        (PlainQuery::Logs(s, _) | PlainQuery::Export(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s), Some(schema)) => {
+            state.store(*s)?;
+            schema
+        }
+        (_, None) => unreachable!("every non-SQL query has a static schema"),
+    };
+    Ok((schema, cmd.clone()))
+}
+
+pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<FlightDataStream, Status> {
+    match tickets::parse(ticket)? {
+        PlainQuery::Logs(s, q) | PlainQuery::Export(s, q) => {
+            let store = state.store(s)?;
+            open(store.rows(&q).await).await
+        }
+        PlainQuery::Aggregate(s, q) => {
+            let groups = state.store(s)?.aggregate(&q).await?;
+            Ok(batch_stream(tickets::aggregate_batch(groups)?))
+        }
+        PlainQuery::Stats(s) => {
+            let stats = state.store(s)?.stats().await?;
+            Ok(batch_stream(tickets::stats_batch(s, &stats)?))
+        }
+        PlainQuery::Sql(sql) => open(Ok(state.engine()?.execute(sql, Vec::new()))).await,
+    }
+}

@@ -1,0 +1,37 @@
+//! `POST /api/sql`: SQL over both sources (the engine Flight SQL uses), streamed as NDJSON,
+//! CSV or Arrow IPC. Body: `{"sql": "...", "format": "ndjson|csv|arrow"}`; the format may
+//! also come from `?format=` or `Accept`. SQL mistakes are 400 with the engine's message.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::logs::{negotiate_format, open_stream, stream_response};
+use super::{query_params, ApiError, AppState};
+use crate::error::QueryError;
+use crate::query::check_params;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let query = check_params(&query_params(&req), &["format"])?;
+    let parsed: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        QueryError::invalid(
+            "body",
+            format!("expected a JSON object {{\"sql\": \"SELECT …\", \"format\": \"ndjson|csv|arrow\"}}: {e}"),
+            None,
+        )
+    })?;
+    let format = negotiate_format(&req, parsed.format.as_ref().or(query.get("format")))?;
+    let engine = state
+        .sql
+        .clone()
+        .ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))?;
+    let (first, rest) = open_stream(async move { Ok(engine.execute(parsed.sql, Vec::new())) }).await?;
+    Ok(stream_response(format, first, rest)?)
+}

@@ -1,0 +1,314 @@
+//! SQL over both sources in one catalog, for Flight SQL and `POST /api/sql`.
+//!
+//! Catalog `fletch`: `postgres.logs` ([`pg_table::PgTable`], scans pushed down to
+//! PostgreSQL) and `hdfs.logs` ([`hdfs_table::HdfsTable`], the Parquet directory), plus
+//! DataFusion's `information_schema`. The default schema `public` is empty, so every table
+//! is named with its source. Only queries are accepted (no DDL, DML or `SET`).
+//!
+//! Planning and execution run on the [`DedicatedExecutor`]; results come back batch by
+//! batch over its bounded channel. Every result stream starts with an empty batch that
+//! carries the schema (also for zero rows), like the sources' streams.
+//!
+//! - [`pushdown`]: filter expressions → PostgreSQL conditions with bind parameters.
+//! - [`pg_table`], [`hdfs_table`]: the table providers.
+//! - [`wire`]: result types every client can read (no view types).
+
+pub mod hdfs_table;
+pub mod pg_table;
+pub mod pushdown;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures::{stream, StreamExt};
+
+use crate::error::QueryError;
+use crate::executor::DedicatedExecutor;
+use crate::sources::parquet::ParquetSource;
+use crate::sources::postgres::PgSource;
+use crate::sources::BatchStream;
+
+/// The catalog every table lives in.
+pub const CATALOG: &str = "fletch";
+/// The (empty) default schema: unqualified names do not silently pick a source.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// A table as listed by catalog calls.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    /// `TABLE`, `VIEW` or `LOCAL TEMPORARY`.
+    pub table_type: &'static str,
+    pub arrow_schema: SchemaRef,
+}
+
+/// What a prepared statement needs to know up front.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub dataset_schema: SchemaRef,
+    /// `$1`, `$2`, … in order; `Null` type where the engine cannot infer one.
+    pub parameter_schema: SchemaRef,
+}
+
+#[derive(Clone)]
+pub struct SqlEngine {
+    ctx: SessionContext,
+    executor: Arc<DedicatedExecutor>,
+}
+
+impl SqlEngine {
+    /// Build the catalog over the configured sources. Shares the Parquet source's runtime
+    /// (memory pool, object stores) and dedicated executor when there is one.
+    pub fn new(pg: Option<PgSource>, parquet: Option<ParquetSource>, partitions: usize) -> Result<Self, QueryError> {
+        let (config, runtime, executor) = match &parquet {
+            Some(p) => (p.context().copied_config(), p.context().runtime_env(), p.executor().clone()),
+            None => {
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_limit(512 * 1024 * 1024, 1.0)
+                    .build_arc()
+                    .map_err(|e| QueryError::Internal(format!("SQL runtime: {e}")))?;
+                let executor = DedicatedExecutor::new("fletch-sql", partitions)
+                    .map_err(|e| QueryError::Internal(format!("SQL runtime: {e}")))?;
+                (SessionConfig::new().with_target_partitions(partitions.max(1)), runtime, Arc::new(executor))
+            }
+        };
+        let mut config = config.with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA).with_information_schema(true);
+        let opts = config.options_mut();
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        opts.execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| QueryError::Internal("default catalog missing".into()))?;
+        let add = |schema: &str, table: Arc<dyn TableProvider>| -> Result<(), QueryError> {
+            let provider = Arc::new(MemorySchemaProvider::new());
+            provider.register_table("logs".into(), table).map_err(sql_error)?;
+            catalog.register_schema(schema, provider).map_err(sql_error)?;
+            Ok(())
+        };
+        if let Some(pg) = pg {
+            add("postgres", Arc::new(pg_table::PgTable::logs(pg)))?;
+        }
+        if let Some(p) = parquet {
+            add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p)))?;
+        }
+        Ok(Self { ctx, executor })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The result schema of `sql` (planned on the executor, nothing is run).
+    pub async fn schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
+        let (ctx, sql) = (self.ctx.clone(), sql.to_string());
+        self.executor
+            .run(async move {
+                let (plan, _) = physical_plan(&ctx, &sql, params).await?;
+                Ok(wire::wire_schema(&plan.schema()))
+            })
+            .await
+    }
+
+    /// Result and parameter schemas of a statement that may contain `$n` placeholders.
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
+        let (ctx, sql) = (self.ctx.clone(), sql.to_string());
+        self.executor
+            .run(async move {
+                let df = logical(&ctx, &sql).await?;
+                let dataset_schema = wire::wire_schema(df.schema().as_arrow());
+                let mut params: Vec<(usize, Option<DataType>)> = df
+                    .logical_plan()
+                    .get_parameter_types()
+                    .map_err(sql_error)?
+                    .into_iter()
+                    .map(|(id, t)| placeholder_index(&id).map(|i| (i, t)))
+                    .collect::<Result<_, _>>()?;
+                params.sort_by_key(|(i, _)| *i);
+                let fields: Vec<Field> = params
+                    .into_iter()
+                    .map(|(i, t)| Field::new(format!("${i}"), t.map(|t| wire::wire_type(&t)).unwrap_or(DataType::Null), true))
+                    .collect();
+                Ok(Prepared { dataset_schema, parameter_schema: Arc::new(Schema::new(fields)) })
+            })
+            .await
+    }
+
+    /// Run `sql` (with values for `$1`, `$2`, …). The first item is an empty batch with the
+    /// result schema; dropping the stream stops the query (and cancels PostgreSQL scans).
+    pub fn execute(&self, sql: String, params: Vec<ScalarValue>) -> BatchStream {
+        let ctx = self.ctx.clone();
+        self.executor.stream(async move {
+            let (plan, task) = physical_plan(&ctx, &sql, params).await?;
+            let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
+            let schema = wire::wire_schema(&results.schema());
+            let first = RecordBatch::new_empty(schema.clone());
+            let rest = results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema)));
+            Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream)
+        })
+    }
+
+    /// Every table of every catalog, with its Arrow schema.
+    pub async fn tables(&self) -> Result<Vec<TableInfo>, QueryError> {
+        let mut out = Vec::new();
+        for catalog_name in self.ctx.catalog_names() {
+            let Some(catalog) = self.ctx.catalog(&catalog_name) else { continue };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else { continue };
+                for name in schema.table_names() {
+                    let Some(t) = schema.table(&name).await.map_err(sql_error)? else { continue };
+                    out.push(TableInfo {
+                        catalog: catalog_name.clone(),
+                        schema: schema_name.clone(),
+                        name,
+                        table_type: match t.table_type() {
+                            TableType::Base => "TABLE",
+                            TableType::View => "VIEW",
+                            TableType::Temporary => "LOCAL TEMPORARY",
+                        },
+                        arrow_schema: wire::wire_schema(&t.schema()),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
+        Ok(out)
+    }
+
+    /// `(catalog, schema)` pairs, sorted.
+    pub fn schemas(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for c in self.ctx.catalog_names() {
+            if let Some(catalog) = self.ctx.catalog(&c) {
+                out.extend(catalog.schema_names().into_iter().map(|s| (c.clone(), s)));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+async fn logical(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+    if sql.trim().is_empty() {
+        return Err(QueryError::invalid("sql", "is empty", None));
+    }
+    ctx.sql_with_options(sql, read_only()).await.map_err(sql_error)
+}
+
+async fn physical_plan(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
+    let mut df = logical(ctx, sql).await?;
+    let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
+    if !expected.is_empty() || !params.is_empty() {
+        let mut wanted: Vec<(usize, Option<DataType>)> =
+            expected.into_iter().map(|(id, t)| placeholder_index(&id).map(|i| (i, t))).collect::<Result<_, _>>()?;
+        wanted.sort_by_key(|(i, _)| *i);
+        if wanted.len() != params.len() {
+            return Err(QueryError::Sql(format!(
+                "the statement has {} parameter(s) ($1…) but {} value(s) were bound",
+                wanted.len(),
+                params.len()
+            )));
+        }
+        let values = params
+            .into_iter()
+            .zip(wanted)
+            .map(|(v, (i, t))| match t {
+                Some(t) if v.data_type() != t => v.cast_to(&t).map_err(|e| {
+                    QueryError::Sql(format!("parameter ${i}: cannot use {} as {t}: {e}", v.data_type()))
+                }),
+                _ => Ok(v),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        df = df.with_param_values(values).map_err(sql_error)?;
+    }
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(sql_error)?;
+    Ok((plan, task))
+}
+
+/// `$3` → 3.
+fn placeholder_index(id: &str) -> Result<usize, QueryError> {
+    id.strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| QueryError::Sql(format!("unsupported placeholder `{id}`: use $1, $2, …")))
+}
+
+/// Engine errors → what clients are told. A [`QueryError`] raised inside a table provider
+/// (PostgreSQL overloaded or down, …) keeps its meaning; mistakes in the query are 400.
+pub fn sql_error(e: DataFusionError) -> QueryError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if let Some(q) = err.downcast_ref::<QueryError>() {
+            return q.clone();
+        }
+        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>() {
+            cur = Some(inner.as_ref());
+            continue;
+        }
+        cur = err.source();
+    }
+    let text = e.strip_backtrace();
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Diagnostic(..)
+        | DataFusionError::Collection(_) => QueryError::Sql(text),
+        // Casts and arithmetic on the user's values fail at run time: still the query's fault.
+        DataFusionError::ArrowError(a, _)
+            if matches!(
+                a.as_ref(),
+                arrow::error::ArrowError::CastError(_)
+                    | arrow::error::ArrowError::DivideByZero
+                    | arrow::error::ArrowError::ArithmeticOverflow(_)
+                    | arrow::error::ArrowError::InvalidArgumentError(_)
+            ) =>
+        {
+            QueryError::Sql(text)
+        }
+        DataFusionError::ResourcesExhausted(_) => {
+            QueryError::Overloaded { source_name: "sql", reason: text, retry_after: Duration::from_secs(1) }
+        }
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
+            QueryError::Unavailable { source_name: "hdfs", reason: text, retry_after: Duration::from_secs(1) }
+        }
+        _ => QueryError::Internal(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_errors_keep_their_class() {
+        let q = QueryError::Overloaded { source_name: "postgres", reason: "busy".into(), retry_after: Duration::from_secs(1) };
+        let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(q))));
+        assert!(matches!(sql_error(wrapped), QueryError::Overloaded { source_name: "postgres", .. }));
+        assert!(matches!(sql_error(DataFusionError::Plan("no such table".into())), QueryError::Sql(_)));
+    }
+}

@@ -1,0 +1,172 @@
+//! `postgres.logs` as a DataFusion table: scans run as one parameterized PostgreSQL query on
+//! fletch's connection actors, with the projection, the translatable filters (see
+//! [`super::pushdown`]) and the limit pushed into it. Batches stream through as they arrive;
+//! dropping the stream drops the [`PgSource`] stream, which cancels the query in PostgreSQL.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatchOptions;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::{stream, StreamExt};
+
+use super::pushdown::{classify, conditions, projected_schema, PgColumn};
+use crate::actors::pg_connection::PgParam;
+use crate::error::QueryError;
+use crate::sources::postgres::PgSource;
+
+/// The `logs` table of the postgres source.
+#[derive(Debug)]
+pub struct PgTable {
+    source: PgSourceHandle,
+    table: String,
+    columns: Vec<PgColumn>,
+    schema: SchemaRef,
+}
+
+/// `PgSource` is not `Debug`; DataFusion wants its plan nodes to be.
+#[derive(Clone)]
+struct PgSourceHandle(PgSource);
+
+impl std::fmt::Debug for PgSourceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgSource")
+    }
+}
+
+impl PgTable {
+    /// `logs` with the column layout of [`crate::sources::logs_schema`].
+    pub fn logs(source: PgSource) -> Self {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let columns = vec![
+            PgColumn::new("id", None, DataType::Int64),
+            PgColumn::new("timestamp", None, DataType::Float64),
+            PgColumn::new("level", None, DataType::Utf8),
+            PgColumn::new("service", None, DataType::Utf8),
+            PgColumn::new("host", None, DataType::Utf8),
+            PgColumn::new("message", None, DataType::Utf8),
+            PgColumn::new("metadata", Some("metadata::text"), DataType::Utf8),
+            PgColumn::new("created_at", None, ts),
+        ];
+        let schema = Arc::new(projected_schema(&columns, None));
+        Self { source: PgSourceHandle(source), table: "logs".into(), columns, schema }
+    }
+
+    /// The SQL and parameters of one scan (public for tests and EXPLAIN-style logging).
+    pub fn scan_sql(&self, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> (String, Vec<PgParam>) {
+        let picked: Vec<&PgColumn> = match projection {
+            Some(p) => p.iter().filter_map(|i| self.columns.get(*i)).collect(),
+            None => self.columns.iter().collect(),
+        };
+        let select = if picked.is_empty() {
+            // Nothing needed but the row count (e.g. `count(*)`): one cheap column.
+            "1::int8 AS one".to_string()
+        } else {
+            picked
+                .iter()
+                .map(|c| if c.sql == super::pushdown::quote_ident(&c.name) { c.sql.clone() } else { format!("{} AS {}", c.sql, super::pushdown::quote_ident(&c.name)) })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut params = Vec::new();
+        let mut sql = format!("SELECT {select} FROM {}", super::pushdown::quote_ident(&self.table));
+        let conds = conditions(filters, &self.columns, &mut params);
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        if let Some(n) = limit {
+            params.push(PgParam::I64(n as i64));
+            sql.push_str(&format!(" LIMIT ${}", params.len()));
+        }
+        (sql, params)
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters.iter().map(|f| classify(f, &self.columns)).collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (sql, params) = self.scan_sql(projection, filters, limit);
+        tracing::debug!(%sql, params = params.len(), "postgres scan");
+        let schema: SchemaRef = Arc::new(projected_schema(&self.columns, projection));
+        let part = Arc::new(PgScan { source: self.source.clone(), sql, params, schema: schema.clone() });
+        Ok(Arc::new(StreamingTableExec::try_new(schema, vec![part], None, Vec::new(), false, limit)?))
+    }
+}
+
+/// One scan's query; executed when DataFusion pulls the partition.
+#[derive(Debug)]
+struct PgScan {
+    source: PgSourceHandle,
+    sql: String,
+    params: Vec<PgParam>,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for PgScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (source, sql, params) = (self.source.0.clone(), self.sql.clone(), self.params.clone());
+        let schema = self.schema.clone();
+        let batches = stream::once(async move { source.query(sql, params).await })
+            .flat_map(|opened| match opened {
+                Ok(s) => s,
+                Err(e) => stream::iter(vec![Err(e)]).boxed(),
+            })
+            .map(move |b| b.and_then(|b| conform(&schema, b)).map_err(|e| DataFusionError::External(Box::new(e))));
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// Re-label a PostgreSQL batch with the provider's schema (same types by construction; a
+/// table whose column types differ from `logs` is reported, not silently misread).
+fn conform(schema: &SchemaRef, b: RecordBatch) -> Result<RecordBatch, QueryError> {
+    if schema.fields().is_empty() {
+        let opts = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        return Ok(RecordBatch::try_new_with_options(schema.clone(), vec![], &opts)?);
+    }
+    for (want, got) in schema.fields().iter().zip(b.schema().fields()) {
+        if want.data_type() != got.data_type() {
+            return Err(QueryError::Store {
+                source_name: "postgres",
+                message: format!(
+                    "column `{}` has type {} in PostgreSQL, expected {}",
+                    want.name(),
+                    got.data_type(),
+                    want.data_type()
+                ),
+            });
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?)
+}
