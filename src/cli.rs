@@ -127,7 +127,8 @@ pub struct DemoArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLETCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,datafusion=warn,hdfs_native=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 pub fn run(cli: Cli) -> ExitCode {

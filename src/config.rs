@@ -117,6 +117,8 @@ pub struct AdmissionConfig {
     pub heavy_permits: usize,
     /// Concurrent cheap (page/point) queries per source; 0 = derived.
     pub light_permits: usize,
+    /// Concurrent exports per source (held for as long as the client reads).
+    pub export_permits: usize,
     /// Requests allowed to wait for a permit, per source and lane.
     pub queue_depth: usize,
     /// Longest a request may wait for a permit before it gets 503.
@@ -127,7 +129,7 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { heavy_permits: 0, light_permits: 0, queue_depth: 256, queue_timeout_ms: 2_000, query_timeout_ms: 60_000 }
+        Self { heavy_permits: 0, light_permits: 0, export_permits: 2, queue_depth: 256, queue_timeout_ms: 2_000, query_timeout_ms: 60_000 }
     }
 }
 

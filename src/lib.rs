@@ -15,14 +15,18 @@
 //! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet).
 //! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
 //! - [`http`]: the HTTP facade (routes, parameters, streaming responses).
-//! - [`flight`]: Arrow Flight / Flight SQL.
+//! - [`flight`]: Arrow Flight / Flight SQL on one gRPC port (plain Flight tickets + Flight SQL).
+//! - [`sql`]: SQL over both sources in one DataFusion catalog (`postgres.logs`, `hdfs.logs`).
+//! - [`auth`]: optional static bearer tokens for HTTP and Flight.
 //! - [`executor`]: the dedicated DataFusion runtime; results cross back over bounded channels.
+//! - [`service`]: admission, single-flight and caching in front of each store.
 //! - [`coalesce`]: single-flight execution and the short-lived result cache.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`load`]: synthetic log generation and bulk loading (`fletch load`).
 //! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
 
 pub mod actors;
+pub mod auth;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
@@ -36,4 +40,6 @@ pub mod load;
 pub mod metrics;
 pub mod query;
 pub mod server;
+pub mod service;
 pub mod sources;
+pub mod sql;

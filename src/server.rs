@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::{Actor, Supervisor};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
+use crate::actors::admission::{Admission, Lane, LaneLimits};
 use crate::actors::parquet_index::ParquetIndex;
 use crate::actors::pg_router::PgRouter;
 use crate::executor::DedicatedExecutor;
@@ -16,6 +17,8 @@ use crate::error::QueryError;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::sources::postgres::{settings_from, PgSource};
+use crate::query::Source;
+use crate::service::{Service, ServiceSettings};
 use crate::sources::LogStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub server: actix_web::dev::Server,
     pub metrics: Arc<Metrics>,
+    /// The Arrow Flight / Flight SQL port, when `[flight] listen` is set.
+    pub flight_addr: Option<SocketAddr>,
 }
 
 fn cores() -> usize {
@@ -44,38 +49,31 @@ fn cores() -> usize {
 /// Start every component. Must be called inside an actix `System`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
-    let postgres: Option<Arc<dyn LogStore>> = if config.postgres.url.is_empty() {
-        None
-    } else {
-        let settings = Arc::new(settings_from(&config.postgres)?);
-        let router = PgRouter::new(settings, metrics.clone(), config.postgres.pool_size.max(1), config.admission.queue_depth)
-            .start();
-        Some(Arc::new(PgSource::new(
-            router,
-            Duration::from_millis(config.admission.queue_timeout_ms),
-            Duration::from_millis(config.postgres.count_ttl_ms),
-        )))
+    let pg_source = start_postgres(&config, &metrics)?;
+    let parquet_source = start_parquet(&config, &metrics)?;
+    let admission = Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone()).start();
+    let settings = ServiceSettings {
+        query_timeout: Duration::from_millis(config.admission.query_timeout_ms),
+        cache_ttl: Duration::from_millis(config.cache.ttl_ms),
+        cache_max_rows: config.cache.max_rows,
+        cache_max_entries: config.cache.max_entries,
     };
-    let hdfs: Option<Arc<dyn LogStore>> = if config.parquet.url.is_empty() {
-        None
-    } else {
-        let (store, dir) = open_store(&config.parquet.url)?;
-        let interval = Duration::from_millis(config.parquet.refresh_interval_ms.max(100));
-        let index = {
-            let (store, metrics) = (store.clone(), metrics.clone());
-            Supervisor::start(move |_| ParquetIndex::new(store, dir, interval, metrics))
-        };
-        let partitions = if config.parquet.target_partitions == 0 { cores() } else { config.parquet.target_partitions };
-        let executor = Arc::new(
-            DedicatedExecutor::new("fletch-query", partitions)
-                .map_err(|e| StartError::Setting(QueryError::Internal(format!("query runtime: {e}"))))?,
-        );
-        Some(Arc::new(ParquetSource::new(&config.parquet.url, store, index, executor, partitions, metrics.clone())?))
+    let serve = |store: Option<Arc<dyn LogStore>>| {
+        store.map(|s| Arc::new(Service::new(s, admission.clone(), metrics.clone(), &settings)))
     };
-    let state = web::Data::new(AppState { postgres, hdfs, metrics: metrics.clone() });
+    let postgres = serve(pg_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>));
+    let hdfs = serve(parquet_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>));
+    let auth = Arc::new(crate::auth::Auth::new(&config.auth.tokens));
+    let sql = Some(Arc::new(crate::sql::SqlEngine::new(pg_source.clone(), parquet_source.clone(), partitions(&config))?));
+    let state = web::Data::new(AppState { postgres, hdfs, metrics: metrics.clone(), sql, auth });
+    let flight_addr = start_flight(&config, &state)?;
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
     let server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).wrap(from_fn(http::observe)).configure(http::routes)
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(crate::auth::http_guard))
+            .wrap(from_fn(http::observe))
+            .configure(http::routes)
     })
     .workers(workers)
     .backlog(4096)
@@ -86,7 +84,73 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http_addr = server.addrs()[0];
     let server = server.run();
     tracing::info!(%http_addr, "fletch HTTP listening");
-    Ok(Running { http_addr, server, metrics })
+    Ok(Running { http_addr, server, metrics, flight_addr })
+}
+
+/// Arrow Flight / Flight SQL (see [`crate::flight`]) on `[flight] listen`, unless empty.
+fn start_flight(config: &Config, state: &AppState) -> Result<Option<SocketAddr>, StartError> {
+    if config.flight.listen.is_empty() {
+        return Ok(None);
+    }
+    crate::flight::start(&config.flight.listen, state, cores())
+        .map(Some)
+        .map_err(|source| StartError::Bind { addr: config.flight.listen.clone(), source })
+}
+
+fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSource>, StartError> {
+    if config.postgres.url.is_empty() {
+        return Ok(None);
+    }
+    let settings = Arc::new(settings_from(&config.postgres)?);
+    let router = PgRouter::new(settings, metrics.clone(), config.postgres.pool_size.max(1), config.admission.queue_depth).start();
+    Ok(Some(PgSource::new(
+        router,
+        Duration::from_millis(config.admission.queue_timeout_ms),
+        Duration::from_millis(config.postgres.count_ttl_ms),
+    )))
+}
+
+fn start_parquet(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<ParquetSource>, StartError> {
+    if config.parquet.url.is_empty() {
+        return Ok(None);
+    }
+    let (store, dir) = open_store(&config.parquet.url)?;
+    let interval = Duration::from_millis(config.parquet.refresh_interval_ms.max(100));
+    let index = {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        Supervisor::start(move |_| ParquetIndex::new(store, dir, interval, metrics))
+    };
+    let executor = Arc::new(
+        DedicatedExecutor::new("fletch-query", partitions(config))
+            .map_err(|e| StartError::Setting(QueryError::Internal(format!("query runtime: {e}"))))?,
+    );
+    Ok(Some(ParquetSource::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?))
+}
+
+fn partitions(config: &Config) -> usize {
+    if config.parquet.target_partitions == 0 { cores() } else { config.parquet.target_partitions }
+}
+
+/// Permits per source and lane. Defaults fit the machine: PostgreSQL heavy queries may use
+/// a quarter of the pool so pages always find a free connection; Parquet scans get one
+/// permit per core of the query runtime.
+pub fn lane_limits(config: &Config) -> Vec<((Source, Lane), LaneLimits)> {
+    let a = &config.admission;
+    let or = |v: usize, d: usize| if v == 0 { d } else { v };
+    let pool = config.postgres.pool_size.max(1);
+    let pg_heavy = or(a.heavy_permits, (pool / 4).max(1));
+    let pg_light = or(a.light_permits, pool.saturating_sub(pg_heavy).max(1));
+    let cores = partitions(config);
+    let queue = a.queue_depth.max(1);
+    let l = |permits: usize| LaneLimits { permits, queue };
+    vec![
+        ((Source::Postgres, Lane::Light), l(pg_light)),
+        ((Source::Postgres, Lane::Heavy), l(pg_heavy)),
+        ((Source::Postgres, Lane::Export), l(a.export_permits.max(1))),
+        ((Source::Hdfs, Lane::Light), l(or(a.light_permits, 2 * cores))),
+        ((Source::Hdfs, Lane::Heavy), l(or(a.heavy_permits, cores))),
+        ((Source::Hdfs, Lane::Export), l(a.export_permits.max(1))),
+    ]
 }
 
 /// Run until the process is told to stop (SIGINT/SIGTERM).
@@ -94,6 +158,9 @@ pub fn run_blocking(config: Config) -> Result<(), StartError> {
     actix_web::rt::System::new().block_on(async move {
         let running = start(config).await?;
         println!("fletch listening: http://{}", running.http_addr);
+        if let Some(addr) = running.flight_addr {
+            println!("fletch Flight / Flight SQL: grpc://{addr}");
+        }
         running.server.await.map_err(StartError::Run)
     })
 }

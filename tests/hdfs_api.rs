@@ -33,6 +33,8 @@ fn fixture(kind: &'static str) -> &'static Fixture {
         let pg = postgres_and_parquet(&format!("hdfsapi_{kind}"), ROWS, &parquet, FILE_ROWS);
         let mut cfg = pg_config(&pg);
         cfg.parquet.url = parquet;
+        // Every request must reach the stores here (the scan metrics are checked).
+        cfg.cache.ttl_ms = 0;
         Fixture { srv: boot(cfg), pg }
     })
 }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{elapsed_ms, query_params, ApiError, AppState};
+use super::{add_cache_info, elapsed_ms, query_params, ApiError, AppState};
 use crate::error::QueryError;
 use crate::query::{
     check_params, parse_aggregate, parse_filters, CountMode, OrderBy, OrderDir, RowsQuery, Source, AGG_PARAMS,
@@ -20,14 +20,15 @@ pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Da
     let map = check_params(&query_params(&req), AGG_PARAMS)?;
     let q = parse_aggregate(&map)?;
     let store = state.store(source)?;
-    let groups = store.aggregate(&q).await?;
-    let data: Vec<_> = groups.into_iter().map(|(key, count)| json!({"key": key, "count": count})).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "source": source.response_name(),
-        "query_time_ms": elapsed_ms(started),
-        "group_by": q.group_by.column(),
-        "data": data,
-    })))
+    let (groups, info) = store.aggregate_info(&q).await?;
+    let data: Vec<_> = groups.iter().map(|(key, count)| json!({"key": key, "count": count})).collect();
+    let mut body = serde_json::Map::new();
+    body.insert("source".into(), source.response_name().into());
+    body.insert("query_time_ms".into(), elapsed_ms(started).into());
+    body.insert("group_by".into(), q.group_by.column().into());
+    body.insert("data".into(), data.into());
+    add_cache_info(&mut body, info);
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub async fn stats(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -35,7 +36,8 @@ pub async fn stats(req: HttpRequest, path: web::Path<String>, state: web::Data<A
     let source = Source::parse(&path)?;
     check_params(&query_params(&req), &[])?;
     let store = state.store(source)?;
-    let mut body = store.stats().await?;
+    let (mut body, info) = store.stats_info().await?;
+    add_cache_info(&mut body, info);
     body.insert("source".into(), source.response_name().into());
     body.insert("query_time_ms".into(), elapsed_ms(started).into());
     Ok(HttpResponse::Ok().json(body))

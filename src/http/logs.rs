@@ -9,12 +9,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
-use super::{elapsed_ms, query_params, ApiError, AppState};
+use super::{add_cache_info, elapsed_ms, query_params, ApiError, AppState};
+use crate::service::CacheInfo;
 use crate::encode::json_rows::{write_rows, Separator};
 use crate::encode::{Encoder, Format};
 use crate::error::QueryError;
 use crate::query::{check_params, parse_count_mode, parse_rows, Source, EXPORT_PARAMS, LOGS_PARAMS};
-use crate::sources::{BatchStream, CountAnswer};
+use crate::sources::{BatchStream, CountAnswer, LogStore};
 
 /// Columns holding JSON text that the API returns as JSON objects.
 pub const RAW_JSON_COLUMNS: &[&str] = &["metadata"];
@@ -40,9 +41,10 @@ pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<Ap
     let count_mode = parse_count_mode(&map)?;
     let store = state.store(source)?;
 
-    let (opened, count) = futures::join!(open_stream(store.rows(&q)), store.count(&q.filters, count_mode));
-    let (first, rest) = opened?;
+    let (page, count) = futures::join!(store.page(&q), store.count(&q.filters, count_mode));
+    let (page, cache) = page?;
     let count = count?;
+    let batches: Vec<_> = page.iter().cloned().map(Ok).collect();
 
     let head = format!(
         "{{\"source\":\"{}\",\"limit\":{},\"offset\":{},\"data\":[",
@@ -65,17 +67,18 @@ pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<Ap
         }
     };
     let tail = stream::once(async move {
-        Ok::<_, QueryError>(Bytes::from(tail_json(&count, returned.load(Ordering::Relaxed), started)))
+        Ok::<_, QueryError>(Bytes::from(tail_json(&count, cache, returned.load(Ordering::Relaxed), started)))
     });
     let body = stream::once(async move { Ok::<_, QueryError>(Bytes::from(head)) })
-        .chain(stream::once(async move { Ok(first) }).chain(rest).map(encode))
+        .chain(stream::iter(batches).map(encode))
         .chain(tail)
         .map(log_stream_error);
     Ok(HttpResponse::Ok().content_type("application/json").streaming(body))
 }
 
-fn tail_json(count: &CountAnswer, returned: u64, started: Instant) -> String {
+fn tail_json(count: &CountAnswer, cache: CacheInfo, returned: u64, started: Instant) -> String {
     let mut t = serde_json::Map::new();
+    add_cache_info(&mut t, cache);
     t.insert("returned_count".into(), returned.into());
     t.insert("total_count".into(), count.value.into());
     t.insert("total_count_kind".into(), count.kind.into());
@@ -133,6 +136,6 @@ pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<
     let format = negotiate_format(&req, map.get("format"))?;
     let q = parse_rows(&map, false)?;
     let store = state.store(source)?;
-    let (first, rest) = open_stream(store.rows(&q)).await?;
+    let (first, rest) = open_stream(store.export(&q)).await?;
     Ok(stream_response(format, first, rest)?)
 }

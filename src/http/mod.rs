@@ -3,10 +3,12 @@
 //! - [`logs`]: `/api/query/{source}/logs` (streamed old-shape JSON) and `/logs/export`.
 //! - [`aggregate`]: `/logs/aggregate`, `/stats`, `/compare`.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
+//! - [`sql`]: `POST /api/sql` (SQL over both sources, streamed).
 
 pub mod aggregate;
 pub mod logs;
 pub mod ops;
+pub mod sql;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,17 +21,21 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use crate::error::{retry_after_secs, QueryError};
 use crate::metrics::Metrics;
 use crate::query::{Params, Source};
-use crate::sources::LogStore;
+use crate::service::{CacheInfo, Service};
 
 /// Everything a request handler can reach. Cloned per worker (all fields are shared).
 pub struct AppState {
-    pub postgres: Option<Arc<dyn LogStore>>,
-    pub hdfs: Option<Arc<dyn LogStore>>,
+    pub postgres: Option<Arc<Service>>,
+    pub hdfs: Option<Arc<Service>>,
     pub metrics: Arc<Metrics>,
+    /// The SQL engine behind `POST /api/sql` (and Flight SQL).
+    pub sql: Option<Arc<crate::sql::SqlEngine>>,
+    /// Bearer-token check applied by [`crate::auth::http_guard`]; off when no tokens.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {
-    pub fn store(&self, source: Source) -> Result<Arc<dyn LogStore>, QueryError> {
+    pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
         let (store, setting) = match source {
             Source::Postgres => (&self.postgres, "postgres.url"),
             Source::Hdfs => (&self.hdfs, "parquet.url"),
@@ -80,6 +86,13 @@ pub fn query_params(req: &HttpRequest) -> Params {
     url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect()
 }
 
+/// `cache_age_ms` for responses answered from the result cache.
+pub fn add_cache_info(body: &mut serde_json::Map<String, serde_json::Value>, info: CacheInfo) {
+    if let Some(age) = info.age {
+        body.insert("cache_age_ms".into(), (age.as_millis() as u64).into());
+    }
+}
+
 pub fn elapsed_ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
@@ -95,6 +108,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/query/{source}/logs/export", web::get().to(logs::export))
         .route("/api/query/{source}/logs/aggregate", web::get().to(aggregate::aggregate))
         .route("/api/query/{source}/stats", web::get().to(aggregate::stats))
+        .route("/api/sql", web::post().to(sql::sql))
         .default_service(web::to(ops::not_found));
 }
 
@@ -105,7 +119,20 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let res = next.call(req).await?;
+    // A request id ties together every log line of one request (and is echoed to the client).
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.path());
+    let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
+    }
+    span.in_scope(|| tracing::debug!(status = res.status().as_u16(), elapsed_ms = elapsed_ms(start), "request done"));
     if let Some(m) = metrics {
         // Path parameters are known only once the router has matched the request.
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());

@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
+use crate::sources::LogStore;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "UP"}))

@@ -51,6 +51,11 @@ pub trait LogStore: Send + Sync {
     /// Source-specific fields of the `/stats` response.
     async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError>;
     async fn readiness(&self) -> Readiness;
+    /// Changes whenever cached answers of this store become stale for reasons other than
+    /// time (for Parquet: the file listing changed).
+    async fn cache_epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// The Arrow schema of `logs`, identical for every source.

@@ -135,6 +135,11 @@ impl ParquetSource {
         &self.ctx
     }
 
+    /// The dedicated runtime this source's DataFusion work runs on (shared with SQL).
+    pub fn executor(&self) -> &Arc<DedicatedExecutor> {
+        &self.executor
+    }
+
     /// The whole directory as a table. Listed per query, so new files show up at once.
     pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -433,6 +438,10 @@ impl LogStore for ParquetSource {
         m.insert("logs_count".into(), snap.total_rows().into());
         m.insert("files".into(), snap.files.len().into());
         Ok(m)
+    }
+
+    async fn cache_epoch(&self) -> u64 {
+        self.index.send(Snapshot).await.map(|s| s.generation).unwrap_or(0)
     }
 
     async fn readiness(&self) -> Readiness {

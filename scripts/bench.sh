@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Reproducible benchmarks behind BENCHMARKS.md. Loopback only; every step is bounded.
+#
+#   scripts/bench.sh data ROWS            private PostgreSQL + Parquet (20 files) with ROWS rows; prints loader rows/s
+#   scripts/bench.sh serve                start release fletch on the data (port 18080)
+#   scripts/bench.sh latency [N]          median/p95 of N single requests per query (default 30)
+#   scripts/bench.sh pgbench [SECONDS]    pgbench, 50 clients, the newest-100 SQL (the PostgreSQL ceiling)
+#   scripts/bench.sh throughput           closed loop, 50 connections (tools/loadgen throughput scenarios)
+#   scripts/bench.sh scenarios MULT [TIME_SCALE]   the four k6 scenarios at MULT x VUs
+#   scripts/bench.sh export SOURCE FORMAT [LIMIT]  one streamed export: rows/s and fletch peak RSS
+#   scripts/bench.sh stop                 stop fletch and PostgreSQL
+#
+# State lives in $BENCH_DIR (default /var/tmp/fletch-bench). Release build in
+# $CARGO_TARGET_DIR (default /var/cache/fletch-target-release).
+set -euo pipefail
+FLETCH_LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$FLETCH_ROOT"
+
+BENCH_DIR="${BENCH_DIR:-/var/tmp/fletch-bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/fletch-target-release}"
+FLETCH="$CARGO_TARGET_DIR/release/fletch"
+PORT="${BENCH_PORT:-18080}"
+BASE="http://127.0.0.1:$PORT"
+mkdir -p "$BENCH_DIR"
+
+build() {
+    cargo build --release --bin fletch >&2
+    go -C tools/loadgen build -o "$BENCH_DIR/loadgen" . >&2
+}
+
+pg_url() { cat "$BENCH_DIR/pg/url"; }
+
+cmd_data() {
+    local rows="${1:?rows}"
+    build
+    bash scripts/pg.sh start "$BENCH_DIR/pg" >/dev/null
+    rm -rf "$BENCH_DIR/parquet"
+    log "loading $rows rows into PostgreSQL and file://$BENCH_DIR/parquet (20 files)"
+    "$FLETCH" load --pg-url "$(pg_url)" --parquet "file://$BENCH_DIR/parquet" --rows "$rows" \
+        --file-rows $(( (rows + 19) / 20 )) --truncate
+    psql "$(pg_url)" -qc "VACUUM ANALYZE logs" >/dev/null
+    du -sh "$BENCH_DIR/parquet" >&2
+}
+
+cmd_serve() {
+    cmd_stop_server
+    "$FLETCH" serve --pg-url "$(pg_url)" --parquet-url "file://$BENCH_DIR/parquet" \
+        --http-listen "127.0.0.1:$PORT" --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" "$@" \
+        > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
+    echo $! > "$BENCH_DIR/server.pid"
+    for _ in $(seq 1 100); do
+        curl -sf "$BASE/ready" >/dev/null 2>&1 && { log "fletch up (pid $(cat "$BENCH_DIR/server.pid"))"; return; }
+        sleep 0.2
+    done
+    die "fletch did not become ready; see $BENCH_DIR/server.log"
+}
+
+cmd_stop_server() {
+    if [[ -f "$BENCH_DIR/server.pid" ]]; then
+        kill "$(cat "$BENCH_DIR/server.pid")" 2>/dev/null || true
+        rm -f "$BENCH_DIR/server.pid"
+        sleep 1
+    fi
+}
+
+# time N requests of one URL (sequential), print median and p95 in ms
+time_url() {
+    local n="$1" url="$2"
+    for _ in $(seq 1 "$n"); do
+        curl -s -o /dev/null -w '%{time_total}\n' "$url"
+    done | sort -n | awk -v label="$3" '{ a[NR] = $1 * 1000 } END {
+        printf "%-58s median %8.2f ms   p95 %8.2f ms\n", label, a[int((NR + 1) / 2)], a[int(NR * 0.95 + 0.5)] }'
+}
+
+cmd_latency() {
+    local n="${1:-30}"
+    # Caches would turn this into a cache benchmark: each request gets a fresh query by
+    # disabling the result cache on a dedicated server instance.
+    cmd_serve --set cache.ttl_ms=0
+    for src in postgres hdfs; do
+        time_url "$n" "$BASE/api/query/$src/logs?limit=100&count=none" "$src logs?limit=100"
+        time_url "$n" "$BASE/api/query/$src/logs?limit=100" "$src logs?limit=100 (default count)"
+        time_url "$n" "$BASE/api/query/$src/logs?limit=100&level=ERROR&count=none" "$src logs?limit=100&level=ERROR"
+        for g in level service host; do
+            time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g" "$src aggregate group_by=$g"
+            time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g&level=ERROR" "$src aggregate group_by=$g&level=ERROR"
+        done
+        time_url "$n" "$BASE/api/query/$src/stats" "$src stats"
+    done
+    cmd_serve
+}
+
+cmd_pgbench() {
+    local secs="${1:-30}"
+    printf 'SELECT id, "timestamp", level, service, host, message, metadata::text, created_at FROM logs ORDER BY "timestamp" DESC LIMIT 100;\n' > "$BENCH_DIR/newest.sql"
+    pgbench -n -c 50 -j 2 -T "$secs" -f "$BENCH_DIR/newest.sql" -M prepared "$(pg_url)" 2>&1 | grep -E "tps|latency average|number of transactions"
+}
+
+cmd_throughput() {
+    "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario throughput --duration "${1:-30s}" --json "$BENCH_DIR/throughput.json"
+}
+
+cmd_scenarios() {
+    local mult="${1:?multiplier}" scale="${2:-1}"
+    local rss_log="$BENCH_DIR/rss-scenarios-${mult}x.log"
+    sample_rss "$rss_log" &
+    local sampler=$!
+    "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario postgres_logs,postgres_aggregate,hdfs_logs,hdfs_aggregate \
+        --vu-mult "$mult" --time-scale "$scale" --json "$BENCH_DIR/scenarios-${mult}x.json" || true
+    kill "$sampler" 2>/dev/null || true
+    log "fletch peak RSS during the run: $(sort -n "$rss_log" | tail -1) kB"
+}
+
+sample_rss() {
+    local pid; pid="$(cat "$BENCH_DIR/server.pid")"
+    while kill -0 "$pid" 2>/dev/null; do
+        awk '/VmRSS/ { print $2 }' "/proc/$pid/status" >> "$1"
+        sleep 0.2
+    done
+}
+
+cmd_export() {
+    local src="${1:?source}" fmt="${2:?format}" limit="${3:-}"
+    cmd_serve
+    local pid; pid="$(cat "$BENCH_DIR/server.pid")"
+    local q="format=$fmt"
+    [[ -n "$limit" ]] && q="$q&limit=$limit"
+    local start end bytes
+    start=$(date +%s.%N)
+    bytes=$(curl -s "$BASE/api/query/$src/logs/export?$q&order_dir=asc" | wc -c)
+    end=$(date +%s.%N)
+    local hwm; hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")
+    local rows="${limit:-$(curl -s "$BASE/api/query/$src/stats" | sed -E 's/.*"logs_count":([0-9]+).*/\1/')}"
+    awk -v r="$rows" -v s="$start" -v e="$end" -v b="$bytes" -v h="$hwm" -v src="$src" -v f="$fmt" 'BEGIN {
+        printf "%s export %s: %d rows, %.1f MB in %.2f s = %.0f rows/s; fletch peak RSS %.0f MB\n", src, f, r, b / 1e6, e - s, r / (e - s), h / 1024 }'
+}
+
+cmd_stop() {
+    cmd_stop_server
+    bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    data|serve|latency|pgbench|throughput|scenarios|export|stop) c="$1"; shift; "cmd_$c" "$@" ;;
+    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

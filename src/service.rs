@@ -1,0 +1,215 @@
+//! The query service in front of each store: admission (a permit per source and lane),
+//! single-flight execution of identical queries, a short-lived result cache with its age
+//! reported, and per-query time budgets. Front ends (HTTP, Flight) talk to a [`Service`];
+//! it is itself a [`LogStore`], so anything written against the trait gets all of this.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use futures::{stream, StreamExt};
+
+use crate::actors::admission::{Acquire, Admission, Lane, Permit};
+use crate::coalesce::{SingleFlight, TtlCache};
+use crate::error::QueryError;
+use crate::metrics::Metrics;
+use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source, MAX_PAGE_LIMIT};
+use crate::sources::{BatchStream, CountAnswer, LogStore, Readiness};
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheInfo {
+    /// Age of a cached answer (`None`: computed for this request).
+    pub age: Option<Duration>,
+    /// This request joined an identical query that was already running.
+    pub coalesced: bool,
+}
+
+pub type Page = Arc<Vec<RecordBatch>>;
+pub type Groups = Arc<Vec<(String, i64)>>;
+pub type Stats = serde_json::Map<String, serde_json::Value>;
+
+pub struct ServiceSettings {
+    pub query_timeout: Duration,
+    pub cache_ttl: Duration,
+    pub cache_max_rows: usize,
+    pub cache_max_entries: usize,
+}
+
+pub struct Service {
+    inner: Arc<dyn LogStore>,
+    source: Source,
+    admission: Addr<Admission>,
+    metrics: Arc<Metrics>,
+    query_timeout: Duration,
+    cache_max_rows: usize,
+    pages: TtlCache<Page>,
+    page_flights: SingleFlight<Page>,
+    groups: TtlCache<Groups>,
+    group_flights: SingleFlight<Groups>,
+    stats: TtlCache<Stats>,
+    stats_flights: SingleFlight<Stats>,
+}
+
+async fn acquire(admission: &Addr<Admission>, source: Source, lane: Lane) -> Result<Permit, QueryError> {
+    admission
+        .send(Acquire { source, lane })
+        .await
+        .map_err(|e| QueryError::Internal(format!("admission actor unreachable: {e}")))?
+}
+
+impl Service {
+    pub fn new(inner: Arc<dyn LogStore>, admission: Addr<Admission>, metrics: Arc<Metrics>, s: &ServiceSettings) -> Self {
+        Self {
+            source: inner.source(),
+            inner,
+            admission,
+            metrics,
+            query_timeout: s.query_timeout,
+            cache_max_rows: s.cache_max_rows,
+            pages: TtlCache::new(s.cache_ttl, s.cache_max_entries),
+            page_flights: SingleFlight::default(),
+            groups: TtlCache::new(s.cache_ttl, s.cache_max_entries),
+            group_flights: SingleFlight::default(),
+            stats: TtlCache::new(s.cache_ttl, s.cache_max_entries),
+            stats_flights: SingleFlight::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LogStore> {
+        &self.inner
+    }
+
+    /// Cached answer, or one shared execution under a permit and the time budget.
+    async fn shared<V, F>(
+        &self,
+        cache: &TtlCache<V>,
+        flights: &SingleFlight<V>,
+        kind: &'static str,
+        lane: Lane,
+        key: String,
+        cacheable: impl Fn(&V) -> bool,
+        run: impl FnOnce() -> F,
+    ) -> Result<(V, CacheInfo), QueryError>
+    where
+        V: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<V, QueryError>> + Send + 'static,
+    {
+        let source = self.source.name();
+        if let Some((v, age)) = cache.get(&key) {
+            self.metrics.cache_hits.with(source).inc();
+            return Ok((v, CacheInfo { age: Some(age), coalesced: false }));
+        }
+        let (admission, metrics, budget, src) = (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
+        let (result, joined) = flights
+            .run(&key, move || {
+                let work = run();
+                async move {
+                    let _permit = acquire(&admission, src, lane).await?;
+                    metrics.executions.with_labels(&[src.name(), kind]).inc();
+                    tokio::time::timeout(budget, work).await.map_err(|_| QueryError::Timeout(budget))?
+                }
+            })
+            .await;
+        if joined {
+            self.metrics.coalesced.with(source).inc();
+        }
+        let v = result?;
+        if !joined && cacheable(&v) {
+            cache.put(key, v.clone());
+        }
+        Ok((v, CacheInfo { age: None, coalesced: joined }))
+    }
+
+    async fn key(&self, kind: &str, q: &impl std::fmt::Debug) -> String {
+        // Parquet answers stay valid until the file listing changes; PostgreSQL's for the TTL.
+        format!("{kind}|{}|{q:?}", self.inner.cache_epoch().await)
+    }
+
+    /// A page (at most 10 000 rows), collected so identical requests can share it.
+    pub async fn page(&self, q: &RowsQuery) -> Result<(Page, CacheInfo), QueryError> {
+        let key = self.key("page", q).await;
+        let (inner, q2, max_rows) = (self.inner.clone(), q.clone(), self.cache_max_rows);
+        self.shared(&self.pages, &self.page_flights, "page", Lane::Light, key, move |p: &Page| rows_of(p) <= max_rows, move || async move {
+            let mut s = inner.rows(&q2).await?;
+            let mut out = Vec::new();
+            while let Some(b) = s.next().await {
+                out.push(b?);
+            }
+            Ok(Arc::new(out))
+        })
+        .await
+    }
+
+    /// Rows of any size, streamed under an export permit held until the stream ends.
+    pub async fn export(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
+        let permit = acquire(&self.admission, self.source, Lane::Export).await?;
+        self.metrics.executions.with_labels(&[self.source.name(), "export"]).inc();
+        let s = self.inner.rows(q).await?;
+        Ok(Box::pin(s.map(move |b| {
+            let _held = &permit;
+            b
+        })))
+    }
+
+    pub async fn aggregate_info(&self, q: &AggregateQuery) -> Result<(Groups, CacheInfo), QueryError> {
+        let key = self.key("aggregate", q).await;
+        let (inner, q2) = (self.inner.clone(), q.clone());
+        self.shared(&self.groups, &self.group_flights, "aggregate", Lane::Heavy, key, |_| true, move || async move {
+            Ok(Arc::new(inner.aggregate(&q2).await?))
+        })
+        .await
+    }
+
+    pub async fn stats_info(&self) -> Result<(Stats, CacheInfo), QueryError> {
+        let key = self.key("stats", &()).await;
+        let inner = self.inner.clone();
+        self.shared(&self.stats, &self.stats_flights, "stats", Lane::Light, key, |_| true, move || async move { inner.stats().await })
+            .await
+    }
+}
+
+fn rows_of(p: &Page) -> usize {
+    p.iter().map(|b| b.num_rows()).sum()
+}
+
+#[async_trait]
+impl LogStore for Service {
+    fn source(&self) -> Source {
+        self.source
+    }
+
+    async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
+        match q.limit {
+            Some(n) if n <= MAX_PAGE_LIMIT => {
+                let (page, _) = self.page(q).await?;
+                let batches: Vec<_> = page.iter().cloned().map(Ok).collect();
+                Ok(Box::pin(stream::iter(batches)))
+            }
+            _ => self.export(q).await,
+        }
+    }
+
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+        Ok(self.aggregate_info(q).await?.0.as_ref().clone())
+    }
+
+    async fn count(&self, filters: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
+        self.inner.count(filters, mode).await
+    }
+
+    async fn stats(&self) -> Result<Stats, QueryError> {
+        Ok(self.stats_info().await?.0)
+    }
+
+    async fn readiness(&self) -> Readiness {
+        self.inner.readiness().await
+    }
+
+    async fn cache_epoch(&self) -> u64 {
+        self.inner.cache_epoch().await
+    }
+}
