@@ -27,6 +27,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 
+use super::count::CountCache;
 use super::{BatchStream, CountAnswer, LogStore, Readiness};
 use crate::actors::parquet_index::{IndexSnapshot, ParquetIndex, Refresh, Snapshot};
 use crate::error::QueryError;
@@ -93,6 +94,8 @@ pub fn map_df_error(e: DataFusionError) -> QueryError {
 #[derive(Clone)]
 pub struct ParquetSource {
     ctx: SessionContext,
+    /// Filtered counts; keys include the listing generation, so they never go stale.
+    counts: Arc<CountCache>,
     metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
     index: Addr<ParquetIndex>,
@@ -128,7 +131,7 @@ impl ParquetSource {
             ctx.register_object_store(&base, store);
         }
         let table_url = ListingTableUrl::parse(&dir_url).map_err(map_df_error)?;
-        Ok(Self { ctx, metrics, table_url, index, executor })
+        Ok(Self { ctx, counts: CountCache::new(Duration::from_secs(24 * 3600)), metrics, table_url, index, executor })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -424,12 +427,18 @@ impl LogStore for ParquetSource {
             // Exact, from footers: no scan at all.
             return Ok(CountAnswer { value: Some(snap.total_rows() as i64), kind: "exact", age: None });
         }
+        // Exact, computed once per filter and file listing, shared by concurrent requests.
+        let key = format!("{}|{}", snap.generation, f.key());
         let mut df = self.frame()?;
         if let Some(e) = filter_expr(f, None, None) {
             df = df.filter(e).map_err(map_df_error)?;
         }
-        let n = self.executor.run(async move { df.count().await.map_err(map_df_error) }).await?;
-        Ok(CountAnswer { value: Some(n as i64), kind: "exact", age: None })
+        let executor = self.executor.clone();
+        self.counts
+            .exact(&key, move || async move {
+                executor.run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) }).await
+            })
+            .await
     }
 
     async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError> {
