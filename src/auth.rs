@@ -16,6 +16,12 @@ use crate::error::QueryError;
 /// HTTP paths that never require a token (probes and scrapes).
 pub const OPEN_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
 
+/// Standard alphabet, padding optional: Go's Flight client (ADBC) sends it unpadded.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     tokens: Vec<String>,
@@ -46,7 +52,7 @@ impl Auth {
         let presented = if let Some(t) = strip_scheme(header, "bearer") {
             t.trim().to_string()
         } else if let Some(b) = strip_scheme(header, "basic") {
-            let raw = base64::engine::general_purpose::STANDARD
+            let raw = BASE64
                 .decode(b.trim())
                 .map_err(|_| QueryError::Unauthenticated("malformed Basic credentials".into()))?;
             let text = String::from_utf8(raw).map_err(|_| QueryError::Unauthenticated("malformed Basic credentials".into()))?;
@@ -116,6 +122,9 @@ mod tests {
         assert_eq!(a.check(Some("Bearer s3cret")).unwrap().as_deref(), Some("s3cret"));
         let basic = base64::engine::general_purpose::STANDARD.encode("anyone:s3cret");
         assert_eq!(a.check(Some(&format!("Basic {basic}"))).unwrap().as_deref(), Some("s3cret"));
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("anyone:s3cret");
+        assert_ne!(unpadded, basic);
+        assert_eq!(a.check(Some(&format!("Basic {unpadded}"))).unwrap().as_deref(), Some("s3cret"));
         for bad in [None, Some("Bearer nope"), Some("Token s3cret"), Some("Basic !!")] {
             assert!(matches!(a.check(bad), Err(QueryError::Unauthenticated(_))), "{bad:?} accepted");
         }

@@ -108,3 +108,7 @@ def test_auth(locked_server):
     opts = {adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {TOKEN}"}
     with flightsql.connect(locked_server.grpc, db_kwargs=opts, autocommit=True) as c:
         assert scalar(c, "SELECT count(*) FROM hdfs.logs") == BOTH
+    # username/password: ADBC does the Basic handshake and keeps the bearer token it gets.
+    creds = {"username": "alice", "password": TOKEN}
+    with flightsql.connect(locked_server.grpc, db_kwargs=creds, autocommit=True) as c:
+        assert scalar(c, "SELECT count(*) FROM postgres.logs") == BOTH + PG_ONLY

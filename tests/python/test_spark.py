@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOTH, PG_ONLY
+from conftest import BOTH, PG_ONLY, TOKEN
 
 JAR = os.environ.get("FLETCH_JDBC_JAR", "/var/cache/fletch/jars/flight-sql-jdbc-driver.jar")
 DRIVER = "org.apache.arrow.driver.jdbc.ArrowFlightJdbcDriver"
@@ -91,3 +91,15 @@ def test_partitioned_read(spark, server, pg):
     )
     assert df.rdd.getNumPartitions() == 4
     assert df.count() == BOTH + PG_ONLY
+
+
+def test_auth_with_user_password_and_token(spark, locked_server, pg):
+    want = pg.scalar("SELECT count(*) FROM logs WHERE level = 'ERROR'")
+    q = "SELECT id FROM postgres.logs WHERE level = 'ERROR'"
+    by_password = reader(spark, locked_server).option("user", "spark").option("password", TOKEN).option("query", q).load()
+    assert by_password.count() == want
+    by_token = (spark.read.format("jdbc").option("driver", DRIVER)
+                .option("url", f"{locked_server.jdbc_url}&token={TOKEN}").option("query", q).load())
+    assert by_token.count() == want
+    with pytest.raises(Exception, match="(?i)unauthenticated|auth"):
+        reader(spark, locked_server).option("query", q).load()
