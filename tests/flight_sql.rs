@@ -34,6 +34,8 @@ struct Env {
     pg_url: String,
     open: Server,
     locked: Server,
+    /// One export permit per source and a short queue budget.
+    tight: Server,
 }
 
 fn env() -> &'static Env {
@@ -43,9 +45,13 @@ fn env() -> &'static Env {
         let mut c = pg_config(&pg_url);
         c.parquet.url = parquet_url;
         let open = boot_with_flight(c.clone());
+        let mut t = c.clone();
+        t.admission.export_permits = 1;
+        t.admission.queue_timeout_ms = 300;
+        let tight = boot_with_flight(t);
         c.auth.tokens = vec![TOKEN.to_string()];
         let locked = boot_with_flight(c);
-        Env { pg_url, open, locked }
+        Env { pg_url, open, locked, tight }
     })
 }
 
@@ -503,4 +509,40 @@ async fn auth_off_by_default_and_enforced_with_tokens() {
     let info = s.execute("SELECT count(*) FROM postgres.logs".into(), None).await.unwrap();
     let (_, b) = fetch_sql(&mut s, info).await;
     assert_eq!(single_i64(&b), (BOTH + PG_ONLY) as i64);
+}
+
+#[tokio::test]
+async fn sql_queries_take_admission_permits_per_source() {
+    let e = env();
+    let mut c = flight_sql(e.tight.flight).await;
+    // A reader that holds the only postgres permit while it does not read.
+    let info = c.execute("SELECT * FROM postgres.logs".into(), None).await.unwrap();
+    let mut held = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    assert!(held.try_next().await.unwrap().is_some());
+
+    let mut other = flight(e.tight.flight).await;
+    let mut busy = async |sql: &str| {
+        let t = Ticket::new(serde_json::json!({"sql": sql}).to_string());
+        match other.do_get(t).await {
+            Ok(s) => s.try_collect::<Vec<_>>().await.err(),
+            Err(e) => Some(e),
+        }
+    };
+    match busy("SELECT count(*) FROM postgres.logs").await {
+        Some(arrow_flight::error::FlightError::Tonic(s)) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+            assert!(s.metadata().get("retry-after").is_some(), "retry hint missing: {s:?}");
+        }
+        other => panic!("expected UNAVAILABLE while the permit is held, got {other:?}"),
+    }
+    // The other source has its own permits; a join needs both, so it waits too.
+    assert!(busy("SELECT count(*) FROM hdfs.logs").await.is_none());
+    assert!(busy("SELECT count(*) FROM postgres.logs p JOIN hdfs.logs h ON p.id = h.id").await.is_some());
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while busy("SELECT count(*) FROM postgres.logs").await.is_some() {
+        assert!(Instant::now() < deadline, "permit not released after the stream was dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -31,10 +31,15 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use actix::Addr;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
 use futures::{stream, StreamExt};
 
+use crate::actors::admission::{Acquire, Admission, Lane, Permit};
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
+use crate::query::Source;
 use crate::sources::parquet::ParquetSource;
 use crate::sources::postgres::PgSource;
 use crate::sources::BatchStream;
@@ -67,6 +72,9 @@ pub struct Prepared {
 pub struct SqlEngine {
     ctx: SessionContext,
     executor: Arc<DedicatedExecutor>,
+    /// When set, every query holds an export-lane permit of each source it reads for as
+    /// long as its stream lives (overload → UNAVAILABLE / 503 with a retry hint).
+    admission: Option<Addr<Admission>>,
 }
 
 impl SqlEngine {
@@ -105,7 +113,12 @@ impl SqlEngine {
         if let Some(p) = parquet {
             add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p)))?;
         }
-        Ok(Self { ctx, executor })
+        Ok(Self { ctx, executor, admission: None })
+    }
+
+    pub fn with_admission(mut self, admission: Addr<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -117,7 +130,7 @@ impl SqlEngine {
         let (ctx, sql) = (self.ctx.clone(), sql.to_string());
         self.executor
             .run(async move {
-                let (plan, _) = physical_plan(&ctx, &sql, params).await?;
+                let (plan, _, _) = physical_plan(&ctx, &sql, params).await?;
                 Ok(wire::wire_schema(&plan.schema()))
             })
             .await
@@ -150,13 +163,17 @@ impl SqlEngine {
     /// Run `sql` (with values for `$1`, `$2`, …). The first item is an empty batch with the
     /// result schema; dropping the stream stops the query (and cancels PostgreSQL scans).
     pub fn execute(&self, sql: String, params: Vec<ScalarValue>) -> BatchStream {
-        let ctx = self.ctx.clone();
+        let (ctx, admission) = (self.ctx.clone(), self.admission.clone());
         self.executor.stream(async move {
-            let (plan, task) = physical_plan(&ctx, &sql, params).await?;
+            let (plan, task, sources) = physical_plan(&ctx, &sql, params).await?;
+            let permits = admit(admission, &sources).await?;
             let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
             let schema = wire::wire_schema(&results.schema());
             let first = RecordBatch::new_empty(schema.clone());
-            let rest = results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema)));
+            let rest = results.map(move |b| {
+                let _held = &permits;
+                b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema))
+            });
             Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream)
         })
     }
@@ -212,11 +229,42 @@ async fn logical(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryErro
     ctx.sql_with_options(sql, read_only()).await.map_err(sql_error)
 }
 
+/// Permits for every source a query reads, always taken in the same order.
+async fn admit(admission: Option<Addr<Admission>>, sources: &[Source]) -> Result<Vec<Permit>, QueryError> {
+    let Some(admission) = admission else { return Ok(Vec::new()) };
+    let mut permits = Vec::new();
+    for source in sources {
+        let p = admission
+            .send(Acquire { source: *source, lane: Lane::Export })
+            .await
+            .map_err(|e| QueryError::Internal(format!("admission actor unreachable: {e}")))??;
+        permits.push(p);
+    }
+    Ok(permits)
+}
+
+/// The sources a plan scans, in a fixed order (postgres, hdfs).
+fn sources_of(plan: &LogicalPlan) -> Result<Vec<Source>, QueryError> {
+    let mut seen = (false, false);
+    plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(scan) = p {
+            match scan.table_name.schema() {
+                Some("postgres") => seen.0 = true,
+                Some("hdfs") => seen.1 = true,
+                _ => {}
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(sql_error)?;
+    Ok([(seen.0, Source::Postgres), (seen.1, Source::Hdfs)].into_iter().filter(|(s, _)| *s).map(|(_, src)| src).collect())
+}
+
 async fn physical_plan(
     ctx: &SessionContext,
     sql: &str,
     params: Vec<ScalarValue>,
-) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Vec<Source>), QueryError> {
     let mut df = logical(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
     if !expected.is_empty() || !params.is_empty() {
@@ -242,9 +290,10 @@ async fn physical_plan(
             .collect::<Result<Vec<_>, _>>()?;
         df = df.with_param_values(values).map_err(sql_error)?;
     }
+    let sources = sources_of(df.logical_plan())?;
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await.map_err(sql_error)?;
-    Ok((plan, task))
+    Ok((plan, task, sources))
 }
 
 /// `$3` → 3.
