@@ -251,8 +251,3 @@ pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<crate::actor
         backoff_max: Duration::from_millis(cfg.backoff_max_ms.max(cfg.backoff_min_ms.max(10))),
     })
 }
-
-/// Batches' total row count (helper for tests and encoders).
-pub fn total_rows(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(|b| b.num_rows()).sum()
-}
