@@ -46,12 +46,21 @@ pub struct Service {
     metrics: Arc<Metrics>,
     query_timeout: Duration,
     cache_max_rows: usize,
-    pages: TtlCache<Page>,
-    page_flights: SingleFlight<Page>,
-    groups: TtlCache<Groups>,
-    group_flights: SingleFlight<Groups>,
-    stats: TtlCache<Stats>,
-    stats_flights: SingleFlight<Stats>,
+    pages: Memo<Page>,
+    groups: Memo<Groups>,
+    stats: Memo<Stats>,
+}
+
+/// Results of one kind: recent answers, and the executions under way.
+struct Memo<V: Clone> {
+    cache: TtlCache<V>,
+    flights: SingleFlight<V>,
+}
+
+impl<V: Clone> Memo<V> {
+    fn new(s: &ServiceSettings) -> Self {
+        Self { cache: TtlCache::new(s.cache_ttl, s.cache_max_entries), flights: SingleFlight::default() }
+    }
 }
 
 async fn acquire(admission: &Addr<Admission>, source: Source, lane: Lane) -> Result<Permit, QueryError> {
@@ -70,12 +79,9 @@ impl Service {
             metrics,
             query_timeout: s.query_timeout,
             cache_max_rows: s.cache_max_rows,
-            pages: TtlCache::new(s.cache_ttl, s.cache_max_entries),
-            page_flights: SingleFlight::default(),
-            groups: TtlCache::new(s.cache_ttl, s.cache_max_entries),
-            group_flights: SingleFlight::default(),
-            stats: TtlCache::new(s.cache_ttl, s.cache_max_entries),
-            stats_flights: SingleFlight::default(),
+            pages: Memo::new(s),
+            groups: Memo::new(s),
+            stats: Memo::new(s),
         }
     }
 
@@ -86,8 +92,7 @@ impl Service {
     /// Cached answer, or one shared execution under a permit and the time budget.
     async fn shared<V, F>(
         &self,
-        cache: &TtlCache<V>,
-        flights: &SingleFlight<V>,
+        memo: &Memo<V>,
         kind: &'static str,
         lane: Lane,
         key: String,
@@ -99,12 +104,13 @@ impl Service {
         F: Future<Output = Result<V, QueryError>> + Send + 'static,
     {
         let source = self.source.name();
-        if let Some((v, age)) = cache.get(&key) {
+        if let Some((v, age)) = memo.cache.get(&key) {
             self.metrics.cache_hits.with(source).inc();
             return Ok((v, CacheInfo { age: Some(age), coalesced: false }));
         }
         let (admission, metrics, budget, src) = (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
-        let (result, joined) = flights
+        let (result, joined) = memo
+            .flights
             .run(&key, move || {
                 let work = run();
                 async move {
@@ -119,7 +125,7 @@ impl Service {
         }
         let v = result?;
         if !joined && cacheable(&v) {
-            cache.put(key, v.clone());
+            memo.cache.put(key, v.clone());
         }
         Ok((v, CacheInfo { age: None, coalesced: joined }))
     }
@@ -133,7 +139,7 @@ impl Service {
     pub async fn page(&self, q: &RowsQuery) -> Result<(Page, CacheInfo), QueryError> {
         let key = self.key("page", q).await;
         let (inner, q2, max_rows) = (self.inner.clone(), q.clone(), self.cache_max_rows);
-        self.shared(&self.pages, &self.page_flights, "page", Lane::Light, key, move |p: &Page| rows_of(p) <= max_rows, move || async move {
+        self.shared(&self.pages, "page", Lane::Light, key, move |p: &Page| rows_of(p) <= max_rows, move || async move {
             let mut s = inner.rows(&q2).await?;
             let mut out = Vec::new();
             while let Some(b) = s.next().await {
@@ -158,7 +164,7 @@ impl Service {
     pub async fn aggregate_info(&self, q: &AggregateQuery) -> Result<(Groups, CacheInfo), QueryError> {
         let key = self.key("aggregate", q).await;
         let (inner, q2) = (self.inner.clone(), q.clone());
-        self.shared(&self.groups, &self.group_flights, "aggregate", Lane::Heavy, key, |_| true, move || async move {
+        self.shared(&self.groups, "aggregate", Lane::Heavy, key, |_| true, move || async move {
             Ok(Arc::new(inner.aggregate(&q2).await?))
         })
         .await
@@ -167,7 +173,7 @@ impl Service {
     pub async fn stats_info(&self) -> Result<(Stats, CacheInfo), QueryError> {
         let key = self.key("stats", &()).await;
         let inner = self.inner.clone();
-        self.shared(&self.stats, &self.stats_flights, "stats", Lane::Light, key, |_| true, move || async move { inner.stats().await })
+        self.shared(&self.stats, "stats", Lane::Light, key, |_| true, move || async move { inner.stats().await })
             .await
     }
 }

@@ -54,7 +54,7 @@ pub enum Encoder {
     /// Rows as JSON objects, one per line; `raw_json_columns` are embedded unquoted.
     Ndjson { raw_json_columns: Vec<String> },
     Csv { header_written: bool },
-    Arrow { writer: StreamWriter<Vec<u8>> },
+    Arrow { writer: Box<StreamWriter<Vec<u8>>> },
 }
 
 impl Encoder {
@@ -63,7 +63,7 @@ impl Encoder {
             Format::Ndjson => Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() },
             Format::Csv => Encoder::Csv { header_written: false },
             // Uncompressed IPC: every Arrow reader can decode it.
-            Format::Arrow => Encoder::Arrow { writer: StreamWriter::try_new(Vec::new(), schema)? },
+            Format::Arrow => Encoder::Arrow { writer: Box::new(StreamWriter::try_new(Vec::new(), schema)?) },
         })
     }
 
