@@ -62,6 +62,10 @@ impl<V: Clone> TtlCache<V> {
         Self { ttl, max_entries, entries: DashMap::new() }
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn enabled(&self) -> bool {
         !self.ttl.is_zero()
     }

@@ -138,6 +138,9 @@ impl Default for AdmissionConfig {
 pub struct CacheConfig {
     /// How long small results (aggregates, stats, pages) are served from cache; 0 disables.
     pub ttl_ms: u64,
+    /// Aggregates and stats older than `ttl_ms` but younger than this are still answered
+    /// at once (with their age) while one background query refreshes them; 0 = never.
+    pub max_stale_ms: u64,
     /// Largest result (rows) that is cached.
     pub max_rows: usize,
     /// Entries kept at most.
@@ -146,7 +149,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { ttl_ms: 1_000, max_rows: 10_000, max_entries: 1_024 }
+        Self { ttl_ms: 1_000, max_stale_ms: 30_000, max_rows: 10_000, max_entries: 1_024 }
     }
 }
 

@@ -54,6 +54,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admission = Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone()).start();
     let settings = ServiceSettings {
         query_timeout: Duration::from_millis(config.admission.query_timeout_ms),
+        max_stale: Duration::from_millis(config.cache.max_stale_ms),
         cache_ttl: Duration::from_millis(config.cache.ttl_ms),
         cache_max_rows: config.cache.max_rows,
         cache_max_entries: config.cache.max_entries,

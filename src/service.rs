@@ -34,6 +34,8 @@ pub type Stats = serde_json::Map<String, serde_json::Value>;
 
 pub struct ServiceSettings {
     pub query_timeout: Duration,
+    /// Serve-stale window for aggregates and stats (0: never serve stale).
+    pub max_stale: Duration,
     pub cache_ttl: Duration,
     pub cache_max_rows: usize,
     pub cache_max_entries: usize,
@@ -46,9 +48,11 @@ pub struct Service {
     metrics: Arc<Metrics>,
     query_timeout: Duration,
     cache_max_rows: usize,
-    pages: Memo<Page>,
-    groups: Memo<Groups>,
-    stats: Memo<Stats>,
+    pages: Arc<Memo<Page>>,
+    groups: Arc<Memo<Groups>>,
+    stats: Arc<Memo<Stats>>,
+    /// Answers up to this old are served while one refresh runs in the background.
+    max_stale: Duration,
 }
 
 /// Results of one kind: recent answers, and the executions under way.
@@ -79,9 +83,10 @@ impl Service {
             metrics,
             query_timeout: s.query_timeout,
             cache_max_rows: s.cache_max_rows,
-            pages: Memo::new(s),
-            groups: Memo::new(s),
-            stats: Memo::new(s),
+            pages: Arc::new(Memo::new(s)),
+            groups: Arc::new(Memo::new(s)),
+            stats: Arc::new(Memo::new(s)),
+            max_stale: s.max_stale,
         }
     }
 
@@ -90,44 +95,80 @@ impl Service {
     }
 
     /// Cached answer, or one shared execution under a permit and the time budget.
+    /// With `serve_stale`, an answer older than the TTL (but within `max_stale`) is returned
+    /// at once, with its age, while a single background execution refreshes it.
+    #[allow(clippy::too_many_arguments)]
     async fn shared<V, F>(
         &self,
-        memo: &Memo<V>,
+        memo: &Arc<Memo<V>>,
         kind: &'static str,
         lane: Lane,
         key: String,
-        cacheable: impl Fn(&V) -> bool,
-        run: impl FnOnce() -> F,
+        serve_stale: bool,
+        cacheable: impl Fn(&V) -> bool + Send + 'static,
+        run: impl FnOnce() -> F + Send + 'static,
     ) -> Result<(V, CacheInfo), QueryError>
     where
         V: Clone + Send + Sync + 'static,
         F: Future<Output = Result<V, QueryError>> + Send + 'static,
     {
         let source = self.source.name();
-        if let Some((v, age)) = memo.cache.get(&key) {
-            self.metrics.cache_hits.with(source).inc();
-            return Ok((v, CacheInfo { age: Some(age), coalesced: false }));
-        }
-        let (admission, metrics, budget, src) = (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
-        let (result, joined) = memo
-            .flights
-            .run(&key, move || {
-                let work = run();
-                async move {
-                    let _permit = acquire(&admission, src, lane).await?;
-                    metrics.executions.with_labels(&[src.name(), kind]).inc();
-                    tokio::time::timeout(budget, work).await.map_err(|_| QueryError::Timeout(budget))?
+        if let Some((v, age)) = memo.cache.get_any_age(&key) {
+            let fresh = age < memo.cache.ttl();
+            if fresh || (serve_stale && age < self.max_stale) {
+                self.metrics.cache_hits.with(source).inc();
+                if !fresh {
+                    let refresh = self.execute(memo.clone(), kind, lane, key, cacheable, run);
+                    tokio::spawn(async move {
+                        if let Err(e) = refresh.await {
+                            tracing::warn!(error = %e, kind, "background refresh failed");
+                        }
+                    });
                 }
-            })
-            .await;
-        if joined {
-            self.metrics.coalesced.with(source).inc();
+                return Ok((v, CacheInfo { age: Some(age), coalesced: false }));
+            }
         }
-        let v = result?;
-        if !joined && cacheable(&v) {
-            memo.cache.put(key, v.clone());
+        self.execute(memo.clone(), kind, lane, key, cacheable, run).await
+    }
+
+    /// One shared execution (single-flight) under a permit and the time budget; the
+    /// result is cached when `cacheable`.
+    fn execute<V, F>(
+        &self,
+        memo: Arc<Memo<V>>,
+        kind: &'static str,
+        lane: Lane,
+        key: String,
+        cacheable: impl Fn(&V) -> bool + Send + 'static,
+        run: impl FnOnce() -> F + Send + 'static,
+    ) -> impl Future<Output = Result<(V, CacheInfo), QueryError>> + Send + 'static
+    where
+        V: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<V, QueryError>> + Send + 'static,
+    {
+        let (admission, metrics, budget, src) = (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
+        async move {
+            let m = metrics.clone();
+            let (result, joined) = memo
+                .flights
+                .run(&key, move || {
+                    let work = run();
+                    async move {
+                        let _permit = acquire(&admission, src, lane).await?;
+                        m.executions.with_labels(&[src.name(), kind]).inc();
+                        tokio::time::timeout(budget, work).await.map_err(|_| QueryError::Timeout(budget))?
+                    }
+                })
+                .await;
+            if joined {
+                metrics.coalesced.with(src.name()).inc();
+            }
+            let v = result?;
+            if !joined && cacheable(&v) {
+                memo.cache.put(key, v.clone());
+            }
+            Ok((v, CacheInfo { age: None, coalesced: joined }))
         }
-        Ok((v, CacheInfo { age: None, coalesced: joined }))
     }
 
     async fn key(&self, kind: &str, q: &impl std::fmt::Debug) -> String {
@@ -139,7 +180,7 @@ impl Service {
     pub async fn page(&self, q: &RowsQuery) -> Result<(Page, CacheInfo), QueryError> {
         let key = self.key("page", q).await;
         let (inner, q2, max_rows) = (self.inner.clone(), q.clone(), self.cache_max_rows);
-        self.shared(&self.pages, "page", Lane::Light, key, move |p: &Page| rows_of(p) <= max_rows, move || async move {
+        self.shared(&self.pages, "page", Lane::Light, key, false, move |p: &Page| rows_of(p) <= max_rows, move || async move {
             let mut s = inner.rows(&q2).await?;
             let mut out = Vec::new();
             while let Some(b) = s.next().await {
@@ -164,7 +205,7 @@ impl Service {
     pub async fn aggregate_info(&self, q: &AggregateQuery) -> Result<(Groups, CacheInfo), QueryError> {
         let key = self.key("aggregate", q).await;
         let (inner, q2) = (self.inner.clone(), q.clone());
-        self.shared(&self.groups, "aggregate", Lane::Heavy, key, |_| true, move || async move {
+        self.shared(&self.groups, "aggregate", Lane::Heavy, key, true, |_| true, move || async move {
             Ok(Arc::new(inner.aggregate(&q2).await?))
         })
         .await
@@ -173,7 +214,7 @@ impl Service {
     pub async fn stats_info(&self) -> Result<(Stats, CacheInfo), QueryError> {
         let key = self.key("stats", &()).await;
         let inner = self.inner.clone();
-        self.shared(&self.stats, "stats", Lane::Light, key, |_| true, move || async move { inner.stats().await })
+        self.shared(&self.stats, "stats", Lane::Light, key, true, |_| true, move || async move { inner.stats().await })
             .await
     }
 }

@@ -144,3 +144,35 @@ async fn cheap_queries_do_not_wait_behind_heavy_ones() {
     assert!(counter(&text, "fletch_permits_in_use{lane=\"postgres/heavy\"}") <= 1.0);
     assert!(worst < Duration::from_millis(500), "a page took {worst:?} while heavy queries ran");
 }
+
+#[tokio::test]
+async fn stale_aggregates_are_served_at_once_while_one_refresh_runs() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let (_, url) = setup();
+    let mut cfg = pg_config(url);
+    cfg.cache.ttl_ms = 200;
+    cfg.cache.max_stale_ms = 60_000;
+    let srv = boot(cfg);
+    let path = "/api/query/postgres/logs/aggregate?group_by=service&level=DEBUG";
+    let (s, _, first) = get_json(&srv.url(path)).await;
+    assert_eq!(s, 200);
+    assert!(first.get("cache_age_ms").is_none(), "first answer is computed: {first}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let exec = |t: &str| counter(t, "fletch_source_executions_total{source=\"postgres\",kind=\"aggregate\"}");
+    let before = exec(&metrics_text(&srv).await);
+    let (_, _, stale) = get_json(&srv.url(path)).await;
+    assert!(stale["cache_age_ms"].as_u64().unwrap() >= 400, "expected the stale answer: {stale}");
+    assert_eq!(stale["data"], first["data"]);
+    // One background refresh follows; once it lands the answer is fresh again, and the
+    // stale requests in between joined that refresh instead of starting their own.
+    let t = Instant::now();
+    loop {
+        let (_, _, b) = get_json(&srv.url(path)).await;
+        if b["cache_age_ms"].as_u64().is_some_and(|a| a < 400) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "never refreshed: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exec(&metrics_text(&srv).await), before + 1.0);
+}
