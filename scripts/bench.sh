@@ -8,6 +8,7 @@
 #   scripts/bench.sh throughput           closed loop, 50 connections (tools/loadgen throughput scenarios)
 #   scripts/bench.sh scenarios MULT [TIME_SCALE]   the four k6 scenarios at MULT x VUs
 #   scripts/bench.sh export SOURCE FORMAT [LIMIT]  one streamed export: rows/s and fletch peak RSS
+#   scripts/bench.sh flight               Flight do_get of each source + Flight SQL aggregate latency
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). Release build in
@@ -19,6 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$FLETCH_ROOT"
 
 BENCH_DIR="${BENCH_DIR:-/var/tmp/fletch-bench}"
+fletch_cache_dir
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/fletch-target-release}"
 FLETCH="$CARGO_TARGET_DIR/release/fletch"
 PORT="${BENCH_PORT:-18080}"
@@ -137,12 +139,19 @@ cmd_export() {
         printf "%s export %s: %d rows, %.1f MB in %.2f s = %.0f rows/s; fletch peak RSS %.0f MB\n", src, f, r, b / 1e6, e - s, r / (e - s), h / 1024 }'
 }
 
+cmd_flight() {
+    cmd_serve
+    local pid; pid="$(cat "$BENCH_DIR/server.pid")"
+    "$FLETCH_CACHE/venv/bin/python" scripts/bench_flight.py "grpc://${BENCH_FLIGHT:-127.0.0.1:18081}"
+    log "fletch peak RSS: $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
+}
+
 cmd_stop() {
     cmd_stop_server
     bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in
-    data|serve|latency|pgbench|throughput|scenarios|export|stop) c="$1"; shift; "cmd_$c" "$@" ;;
+    data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
     *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
