@@ -11,7 +11,8 @@
 //! - [`server`]: builds every component from a config and runs it.
 //! - [`query`]: the normalized, validated query description every front end produces.
 //! - [`error`]: the query-path error type and its single mapping to HTTP and gRPC status.
-//! - [`actors`]: actors that own resources (PostgreSQL connections, the pool router).
+//! - [`actors`]: actors that own resources: PostgreSQL connections and their router, the
+//!   Parquet directory index, admission control.
 //! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet).
 //! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
 //! - [`http`]: the HTTP facade (routes, parameters, streaming responses).
