@@ -486,7 +486,17 @@ async fn auth_off_by_default_and_enforced_with_tokens() {
     // Locked server, HTTP: probes stay open, queries need the bearer token.
     let http = reqwest::Client::new();
     for path in ["/health", "/ready", "/metrics"] {
-        assert_eq!(http.get(format!("http://{}{path}", e.locked.http)).send().await.unwrap().status(), 200, "{path}");
+        // /ready is 503 until the connection actors are up; it must never ask for a token.
+        let t = std::time::Instant::now();
+        loop {
+            let status = http.get(format!("http://{}{path}", e.locked.http)).send().await.unwrap().status();
+            assert_ne!(status, 401, "{path} must not require a token");
+            if status == 200 {
+                break;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "{path}: {status}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     let resp = http.get(format!("http://{}/api/query/postgres/stats", e.locked.http)).send().await.unwrap();
     assert_eq!(resp.status(), 401);
