@@ -219,6 +219,17 @@ impl Service {
     }
 }
 
+/// The service for `source`, or an error naming the setting that would enable it.
+pub fn select(source: Source, postgres: &Option<Arc<Service>>, hdfs: &Option<Arc<Service>>) -> Result<Arc<Service>, QueryError> {
+    let (service, setting) = match source {
+        Source::Postgres => (postgres, "postgres.url"),
+        Source::Hdfs => (hdfs, "parquet.url"),
+    };
+    service.clone().ok_or_else(|| {
+        QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
+    })
+}
+
 fn rows_of(p: &Page) -> usize {
     p.iter().map(|b| b.num_rows()).sum()
 }

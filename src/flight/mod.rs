@@ -50,13 +50,7 @@ pub struct FlightState {
 
 impl FlightState {
     pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
-        let (store, setting) = match source {
-            Source::Postgres => (&self.postgres, "postgres.url"),
-            Source::Hdfs => (&self.hdfs, "parquet.url"),
-        };
-        store.clone().ok_or_else(|| {
-            QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
-        })
+        crate::service::select(source, &self.postgres, &self.hdfs)
     }
 
     pub fn engine(&self) -> Result<&Arc<SqlEngine>, QueryError> {

@@ -36,13 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
-        let (store, setting) = match source {
-            Source::Postgres => (&self.postgres, "postgres.url"),
-            Source::Hdfs => (&self.hdfs, "parquet.url"),
-        };
-        store.clone().ok_or_else(|| {
-            QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
-        })
+        crate::service::select(source, &self.postgres, &self.hdfs)
     }
 }
 
