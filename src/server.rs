@@ -133,7 +133,9 @@ fn start_parquet(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Parqu
         DedicatedExecutor::new("fletch-query", partitions(config))
             .map_err(|e| StartError::Setting(QueryError::Internal(format!("query runtime: {e}"))))?,
     );
-    Ok(Some(ParquetSource::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?))
+    let source = ParquetSource::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?;
+    source.keep_rollups_warm(interval);
+    Ok(Some(source))
 }
 
 fn partitions(config: &Config) -> usize {

@@ -5,6 +5,7 @@ pub mod count;
 pub mod parquet;
 pub mod pg_arrow;
 pub mod postgres;
+pub mod rollup;
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use async_trait::async_trait;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -28,8 +28,9 @@ use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 
 use super::count::CountCache;
+use super::rollup::{self, Labels, Rollups};
 use super::{BatchStream, CountAnswer, LogStore, Readiness};
-use crate::actors::parquet_index::{IndexSnapshot, ParquetIndex, Refresh, Snapshot};
+use crate::actors::parquet_index::{FileInfo, IndexSnapshot, ParquetIndex, Refresh, Snapshot};
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
@@ -93,9 +94,17 @@ pub fn map_df_error(e: DataFusionError) -> QueryError {
 
 #[derive(Clone)]
 pub struct ParquetSource {
+    /// Rows and SQL: plain `Utf8` strings (what every client reads), filters pushed into
+    /// the Parquet decoder (top-k slices skip most rows of a row group).
     ctx: SessionContext,
+    /// Aggregates and counts: strings as `Utf8View` (decoding a dictionary page into views
+    /// costs about half of building `Utf8` arrays) and filters applied after decoding,
+    /// which is cheaper than pushdown when the scan reads one or two narrow columns.
+    scan_ctx: SessionContext,
     /// Filtered counts; keys include the listing generation, so they never go stale.
     counts: Arc<CountCache>,
+    /// Label counts per archive file, for aggregates and filtered counts.
+    rollups: Arc<Rollups>,
     metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
     index: Addr<ParquetIndex>,
@@ -122,16 +131,28 @@ impl ParquetSource {
             .with_memory_limit(512 * 1024 * 1024, 1.0)
             .build_arc()
             .map_err(map_df_error)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Two partitions per core: while one waits on a read the other decodes.
+        let mut scan_config = config.clone().with_target_partitions(partitions.max(1) * 2);
+        let scan_opts = scan_config.options_mut();
+        scan_opts.execution.parquet.pushdown_filters = false;
+        scan_opts.execution.parquet.schema_force_view_types = true;
+        let ctx = SessionContext::new_with_config_rt(config, runtime.clone());
+        let scan_ctx = SessionContext::new_with_config_rt(scan_config, runtime);
         let dir_url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
         let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::Internal(e.to_string()))?;
         if parsed.scheme() == "hdfs" {
             let base = url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
                 .map_err(|e| QueryError::Internal(e.to_string()))?;
+            // One runtime, so registering once serves both contexts.
             ctx.register_object_store(&base, store);
         }
         let table_url = ListingTableUrl::parse(&dir_url).map_err(map_df_error)?;
-        Ok(Self { ctx, counts: CountCache::new(Duration::from_secs(24 * 3600)), metrics, table_url, index, executor })
+        Ok(Self {
+            ctx,
+            scan_ctx,
+            counts: CountCache::new(Duration::from_secs(24 * 3600)),
+            rollups: Arc::default(),
+            metrics, table_url, index, executor })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -145,14 +166,89 @@ impl ParquetSource {
 
     /// The whole directory as a table. Listed per query, so new files show up at once.
     pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
+        self.table_with_schema(logs_schema())
+    }
+
+    fn table_with_schema(&self, schema: arrow::datatypes::SchemaRef) -> Result<Arc<ListingTable>, QueryError> {
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet");
-        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(options).with_schema(logs_schema());
+        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(options).with_schema(schema);
         Ok(Arc::new(ListingTable::try_new(config).map_err(map_df_error)?))
     }
 
     fn frame(&self) -> Result<DataFrame, QueryError> {
         self.ctx.read_table(self.table()?).map_err(map_df_error)
+    }
+
+    /// Some files of the directory as a table for aggregates and counts (see `scan_ctx`),
+    /// with `filters` applied.
+    fn files_frame(&self, files: &[&FileInfo], filters: &Filters) -> Result<DataFrame, QueryError> {
+        let store = self.table_url.object_store();
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.meta.location)).map_err(map_df_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(view_schema());
+        let table = Arc::new(ListingTable::try_new(config).map_err(map_df_error)?);
+        let mut df = self.scan_ctx.read_table(table).map_err(map_df_error)?;
+        if let Some(f) = filter_expr(filters, None, None) {
+            df = df.filter(f).map_err(map_df_error)?;
+        }
+        Ok(df)
+    }
+
+    /// Compute the rollups of listed files that have none yet (one narrow scan each).
+    pub async fn build_rollups(&self, files: &[FileInfo]) -> Result<(), QueryError> {
+        let _one_at_a_time = self.rollups.build.lock().await;
+        self.rollups.retain(files);
+        for f in self.rollups.missing(files) {
+            let df = self
+                .files_frame(&[f], &Filters::default())?
+                .aggregate(vec![col("level"), col("service"), col("host")], vec![count(lit(1)).alias("count")])
+                .map_err(map_df_error)?;
+            let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
+            let mut counts: Vec<(Labels, i64)> = Vec::new();
+            for b in batches {
+                let labels: Vec<_> = (0..3)
+                    .map(|i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8))
+                    .collect::<Result<_, _>>()?;
+                let labels: Vec<_> = labels.iter().map(|a| a.as_string::<i32>()).collect();
+                let n = b.column(3).as_primitive::<Int64Type>();
+                for row in 0..b.num_rows() {
+                    let get = |c: usize| labels[c].is_valid(row).then(|| labels[c].value(row).to_string());
+                    counts.push(([get(0), get(1), get(2)], n.value(row)));
+                }
+            }
+            self.rollups.insert(f.meta.clone(), counts);
+        }
+        Ok(())
+    }
+
+    /// Build rollups in the background whenever the listing changes, so the first
+    /// aggregate after a new file does not pay for it. Runs until the actix system stops.
+    pub fn keep_rollups_warm(&self, interval: Duration) {
+        let me = self.clone();
+        actix::spawn(async move {
+            let mut built_for = 0;
+            loop {
+                if let Ok(snap) = me.index.send(Snapshot).await {
+                    if snap.healthy && snap.generation != built_for {
+                        match me.build_rollups(&snap.files).await {
+                            Ok(()) => built_for = snap.generation,
+                            Err(e) => tracing::warn!(error = %e, "building Parquet rollups failed; retrying"),
+                        }
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// Rollup rows matching `filters` plus the files that still need a scan.
+    async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
+        self.build_rollups(&snap.files).await?;
+        Ok(self.rollups.split(&snap.files, filters))
     }
 
     async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
@@ -349,6 +445,20 @@ impl SlicePlanner {
     }
 }
 
+/// [`logs_schema`] with strings as `Utf8View`.
+fn view_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let fields: Vec<Field> = logs_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 fn filter_expr(f: &Filters, lo: Option<f64>, hi: Option<f64>) -> Option<Expr> {
     let mut parts: Vec<Expr> = Vec::new();
     for (name, v) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
@@ -394,28 +504,27 @@ impl LogStore for ParquetSource {
     }
 
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
-        self.snapshot().await?;
-        let mut df = self.frame()?;
-        if let Some(f) = filter_expr(&q.filters, None, None) {
-            df = df.filter(f).map_err(map_df_error)?;
-        }
-        let key = q.group_by.column();
-        let df = df
-            .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
-            .map_err(map_df_error)?
-            .sort(vec![col("count").sort(false, false), col(key).sort(true, false)])
-            .map_err(map_df_error)?;
-        let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
-        let mut out = Vec::new();
-        for b in batches {
-            let keys = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
-            let keys = keys.as_string::<i32>();
-            let counts = b.column(1).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                out.push((keys.value(i).to_string(), counts.value(i)));
+        let snap = self.snapshot().await?;
+        let split = self.split(&snap, &q.filters).await?;
+        let mut totals = std::collections::HashMap::new();
+        rollup::add_grouped(&mut totals, &split.summed, q.group_by);
+        if !split.scan.is_empty() {
+            let key = q.group_by.column();
+            let df = self
+                .files_frame(&split.scan, &q.filters)?
+                .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
+                .map_err(map_df_error)?;
+            let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
+            for b in batches {
+                let keys = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+                let keys = keys.as_string::<i32>();
+                let counts = b.column(1).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    *totals.entry(keys.value(i).to_string()).or_default() += counts.value(i);
+                }
             }
         }
-        Ok(out)
+        Ok(rollup::sorted(totals))
     }
 
     async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
@@ -427,16 +536,20 @@ impl LogStore for ParquetSource {
             // Exact, from footers: no scan at all.
             return Ok(CountAnswer { value: Some(snap.total_rows() as i64), kind: "exact", age: None });
         }
-        // Exact, computed once per filter and file listing, shared by concurrent requests.
+        // Exact: rollups for whole files, a scan for the rest; computed once per filter
+        // and file listing, shared by concurrent requests.
         let key = format!("{}|{}", snap.generation, f.key());
-        let mut df = self.frame()?;
-        if let Some(e) = filter_expr(f, None, None) {
-            df = df.filter(e).map_err(map_df_error)?;
-        }
-        let executor = self.executor.clone();
+        let me = self.clone();
+        let f = f.clone();
         self.counts
             .exact(&key, move || async move {
-                executor.run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) }).await
+                let split = me.split(&snap, &f).await?;
+                let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
+                if !split.scan.is_empty() {
+                    let df = me.files_frame(&split.scan, &f)?;
+                    n += me.executor.run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) }).await?;
+                }
+                Ok(n)
             })
             .await
     }
