@@ -28,7 +28,41 @@ pub struct CacheInfo {
     pub coalesced: bool,
 }
 
-pub type Page = Arc<Vec<RecordBatch>>;
+/// A collected page of rows. Its JSON rendering is made on first use and then shared by
+/// every response served from the same (cached or coalesced) page.
+pub struct PageRows {
+    batches: Vec<RecordBatch>,
+    json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl PageRows {
+    pub fn new(batches: Vec<RecordBatch>) -> Self {
+        Self { batches, json: std::sync::OnceLock::new() }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The rows rendered by `render`, computed once per page.
+    pub fn rendered(&self, render: impl FnOnce(&[RecordBatch]) -> Result<bytes::Bytes, QueryError>) -> Result<bytes::Bytes, QueryError> {
+        if let Some(b) = self.json.get() {
+            return Ok(b.clone());
+        }
+        let b = render(&self.batches)?;
+        // A concurrent first render may have won; both are identical.
+        Ok(self.json.get_or_init(|| b).clone())
+    }
+}
+
+impl std::ops::Deref for PageRows {
+    type Target = [RecordBatch];
+    fn deref(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+}
+
+pub type Page = Arc<PageRows>;
 pub type Groups = Arc<Vec<(String, i64)>>;
 pub type Stats = serde_json::Map<String, serde_json::Value>;
 
@@ -180,13 +214,13 @@ impl Service {
     pub async fn page(&self, q: &RowsQuery) -> Result<(Page, CacheInfo), QueryError> {
         let key = self.key("page", q).await;
         let (inner, q2, max_rows) = (self.inner.clone(), q.clone(), self.cache_max_rows);
-        self.shared(&self.pages, "page", Lane::Light, key, false, move |p: &Page| rows_of(p) <= max_rows, move || async move {
+        self.shared(&self.pages, "page", Lane::Light, key, false, move |p: &Page| p.rows() <= max_rows, move || async move {
             let mut s = inner.rows(&q2).await?;
             let mut out = Vec::new();
             while let Some(b) = s.next().await {
                 out.push(b?);
             }
-            Ok(Arc::new(out))
+            Ok(Arc::new(PageRows::new(out)))
         })
         .await
     }
@@ -228,10 +262,6 @@ pub fn select(source: Source, postgres: &Option<Arc<Service>>, hdfs: &Option<Arc
     service.clone().ok_or_else(|| {
         QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
     })
-}
-
-fn rows_of(p: &Page) -> usize {
-    p.iter().map(|b| b.num_rows()).sum()
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
-//! `GET /api/query/{source}/logs` (a page in the old API's JSON shape, streamed) and
+//! `GET /api/query/{source}/logs` (a page in the old API's JSON shape, at most 10 000 rows,
+//! rendered once per cached page) and
 //! `GET /api/query/{source}/logs/export` (any size, NDJSON / CSV / Arrow IPC).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,36 +44,27 @@ pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<Ap
     let (page, count) = futures::join!(store.page(&q), store.count(&q.filters, count_mode));
     let (page, cache) = page?;
     let count = count?;
-    let batches: Vec<_> = page.iter().cloned().map(Ok).collect();
-
+    // Rendered once per page: a cached page costs a copy, not a JSON encoding.
+    let rows = page.rendered(|batches| {
+        let mut out = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum::<usize>() * 320);
+        let mut first = true;
+        for b in batches {
+            write_rows(b, RAW_JSON_COLUMNS, &mut out, Separator::Comma, &mut first)?;
+        }
+        Ok(out.into())
+    })?;
     let head = format!(
         "{{\"source\":\"{}\",\"limit\":{},\"offset\":{},\"data\":[",
         source.response_name(),
         q.limit.unwrap_or_default(),
         q.offset
     );
-    let returned = Arc::new(AtomicU64::new(0));
-    let first_row = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let encode = {
-        let (returned, first_row) = (returned.clone(), first_row.clone());
-        move |batch: Result<arrow::record_batch::RecordBatch, QueryError>| -> Result<Bytes, QueryError> {
-            let batch = batch?;
-            returned.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            let mut out = Vec::with_capacity(batch.num_rows() * 320);
-            let mut first = first_row.load(Ordering::Relaxed);
-            write_rows(&batch, RAW_JSON_COLUMNS, &mut out, Separator::Comma, &mut first)?;
-            first_row.store(first, Ordering::Relaxed);
-            Ok(out.into())
-        }
-    };
-    let tail = stream::once(async move {
-        Ok::<_, QueryError>(Bytes::from(tail_json(&count, cache, returned.load(Ordering::Relaxed), started)))
-    });
-    let body = stream::once(async move { Ok::<_, QueryError>(Bytes::from(head)) })
-        .chain(stream::iter(batches).map(encode))
-        .chain(tail)
-        .map(log_stream_error);
-    Ok(HttpResponse::Ok().content_type("application/json").streaming(body))
+    let tail = tail_json(&count, cache, page.rows() as u64, started);
+    let mut body = Vec::with_capacity(head.len() + rows.len() + tail.len());
+    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(&rows);
+    body.extend_from_slice(tail.as_bytes());
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 fn tail_json(count: &CountAnswer, cache: CacheInfo, returned: u64, started: Instant) -> String {
