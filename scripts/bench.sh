@@ -11,7 +11,11 @@
 #   scripts/bench.sh flight               Flight do_get of each source + Flight SQL aggregate latency
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
-# State lives in $BENCH_DIR (default /var/tmp/fletch-bench). Release build in
+# State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
+# starts fletch) reads Parquet from $BENCH_PARQUET_URL, default file://$BENCH_DIR/parquet;
+# for the MiniDFS series load it with
+#   fletch load --parquet hdfs://127.0.0.1:9000/bench/logs --rows 10000000 --file-rows 500000
+# and set BENCH_PARQUET_URL=hdfs://127.0.0.1:9000/bench/logs. Release build in
 # $CARGO_TARGET_DIR (default /var/cache/fletch-target-release).
 set -euo pipefail
 FLETCH_LOG_TAG=bench
@@ -24,6 +28,7 @@ fletch_cache_dir
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/fletch-target-release}"
 FLETCH="$CARGO_TARGET_DIR/release/fletch"
 PORT="${BENCH_PORT:-18080}"
+PARQUET_URL="${BENCH_PARQUET_URL:-file://$BENCH_DIR/parquet}"
 BASE="http://127.0.0.1:$PORT"
 mkdir -p "$BENCH_DIR"
 
@@ -48,7 +53,7 @@ cmd_data() {
 
 cmd_serve() {
     cmd_stop_server
-    "$FLETCH" serve --pg-url "$(pg_url)" --parquet-url "file://$BENCH_DIR/parquet" \
+    "$FLETCH" serve --pg-url "$(pg_url)" --parquet-url "$PARQUET_URL" \
         --http-listen "127.0.0.1:$PORT" --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" "$@" \
         > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
     echo $! > "$BENCH_DIR/server.pid"
@@ -153,5 +158,5 @@ cmd_stop() {
 
 case "${1:-}" in
     data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
-    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -44,10 +44,10 @@ impl DedicatedExecutor {
         T: Send + 'static,
         F: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
-        self.handle
-            .spawn(f)
-            .await
-            .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?
+        let task = self.handle.spawn(f);
+        // A caller that goes away (client disconnect, timeout) stops the work too.
+        let _abort = AbortOnDrop(task.abort_handle());
+        task.await.map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?
     }
 
     /// Build and drive a batch stream on the dedicated runtime; the returned stream
@@ -80,5 +80,13 @@ impl DedicatedExecutor {
             }
         });
         receiver_stream(rx)
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

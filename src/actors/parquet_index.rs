@@ -13,6 +13,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore};
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -30,6 +31,12 @@ pub struct FileInfo {
     pub meta: ObjectMeta,
     pub rows: u64,
     pub row_groups: Vec<RowGroupStats>,
+    /// The footer, kept so readers need not fetch it again (`None` only in tests).
+    pub footer: Option<Arc<ParquetMetaData>>,
+    /// Every row group declares itself sorted by `timestamp` ascending, has no null
+    /// timestamps, and the columns are exactly the `logs` layout: such files can be
+    /// exported in time order without a sort (see `sources::sorted_export`).
+    pub sorted_by_time: bool,
 }
 
 /// What the actor knows now. `generation` changes whenever the set of files changes.
@@ -143,11 +150,19 @@ async fn footer_stats(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<
         .position(|c| c.name() == "timestamp")
         .ok_or("no `timestamp` column")?;
     let mut row_groups = Vec::with_capacity(md.num_row_groups());
+    let mut sorted_by_time = md.num_row_groups() > 0 && has_logs_layout(&md);
     for rg in md.row_groups() {
-        let (lo, hi) = match rg.column(ts_idx).statistics() {
+        let stats = rg.column(ts_idx).statistics();
+        let (lo, hi) = match stats {
             Some(Statistics::Double(s)) => (s.min_opt().copied(), s.max_opt().copied()),
             _ => (None, None),
         };
+        let declared = rg
+            .sorting_columns()
+            .and_then(|c| c.first())
+            .is_some_and(|c| c.column_idx as usize == ts_idx && !c.descending);
+        let no_nulls = stats.and_then(|s| s.null_count_opt()) == Some(0);
+        sorted_by_time &= declared && no_nulls && lo.is_some() && hi.is_some();
         row_groups.push(RowGroupStats {
             // Without statistics a row group must be assumed to span everything.
             ts_min: lo.unwrap_or(f64::NEG_INFINITY),
@@ -155,7 +170,24 @@ async fn footer_stats(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<
             rows: rg.num_rows() as u64,
         });
     }
-    Ok(FileInfo { meta: meta.clone(), rows: md.file_metadata().num_rows() as u64, row_groups })
+    Ok(FileInfo {
+        meta: meta.clone(),
+        rows: md.file_metadata().num_rows() as u64,
+        row_groups,
+        footer: Some(md),
+        sorted_by_time,
+    })
+}
+
+/// The file's columns, read as Arrow, have exactly the names and types of `logs`.
+fn has_logs_layout(md: &Arc<ParquetMetaData>) -> bool {
+    let Ok(arrow) = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(md.clone(), Default::default()) else {
+        return false;
+    };
+    let want = crate::sources::logs_schema();
+    let have = arrow.schema();
+    have.fields().len() == want.fields().len()
+        && have.fields().iter().zip(want.fields().iter()).all(|(h, w)| h.name() == w.name() && h.data_type() == w.data_type())
 }
 
 impl Actor for ParquetIndex {

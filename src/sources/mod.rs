@@ -6,6 +6,7 @@ pub mod parquet;
 pub mod pg_arrow;
 pub mod postgres;
 pub mod rollup;
+pub mod sorted_export;
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -29,6 +29,7 @@ use object_store::ObjectStore;
 
 use super::count::CountCache;
 use super::rollup::{self, Labels, Rollups};
+use super::sorted_export;
 use super::{BatchStream, CountAnswer, LogStore, Readiness};
 use crate::actors::parquet_index::{FileInfo, IndexSnapshot, ParquetIndex, Refresh, Snapshot};
 use crate::error::QueryError;
@@ -105,6 +106,8 @@ pub struct ParquetSource {
     counts: Arc<CountCache>,
     /// Label counts per archive file, for aggregates and filtered counts.
     rollups: Arc<Rollups>,
+    /// The archive's store, for reads outside DataFusion (sorted exports).
+    store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
     index: Addr<ParquetIndex>,
@@ -144,7 +147,7 @@ impl ParquetSource {
             let base = url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
                 .map_err(|e| QueryError::Internal(e.to_string()))?;
             // One runtime, so registering once serves both contexts.
-            ctx.register_object_store(&base, store);
+            ctx.register_object_store(&base, store.clone());
         }
         let table_url = ListingTableUrl::parse(&dir_url).map_err(map_df_error)?;
         Ok(Self {
@@ -152,6 +155,7 @@ impl ParquetSource {
             scan_ctx,
             counts: CountCache::new(Duration::from_secs(24 * 3600)),
             rollups: Arc::default(),
+            store,
             metrics, table_url, index, executor })
     }
 
@@ -490,6 +494,20 @@ impl LogStore for ParquetSource {
     async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
         let snap = self.snapshot().await?;
         if q.order_by == OrderBy::Timestamp {
+            // Whole exports of time-sorted files need no sort at all.
+            if q.limit.is_none() {
+                if let Some(units) = sorted_export::plan(&snap.files, &q.filters, q.order_dir) {
+                    let s = sorted_export::stream(
+                        self.store.clone(),
+                        snap.files.clone(),
+                        units,
+                        q.filters.clone(),
+                        q.order_dir,
+                        self.executor.clone(),
+                    );
+                    return Ok(Box::pin(skip_rows(s, q.offset)));
+                }
+            }
             return Ok(self.time_sliced(q, snap));
         }
         let mut df = self.frame()?;
@@ -574,6 +592,8 @@ impl LogStore for ParquetSource {
                     "files": s.files.len(),
                     "rows": s.total_rows(),
                     "generation": s.generation,
+                    // Whole exports in time order skip the sort (see `sorted_export`).
+                    "sorted_by_time": !s.files.is_empty() && s.files.iter().all(|f| f.sorted_by_time),
                     "last_error": s.last_error,
                 }),
             },

@@ -145,6 +145,8 @@ mod tests {
             meta: ObjectMeta { location: StorePath::from(name), last_modified: Default::default(), size: 1, e_tag: None, version: None },
             rows: 3,
             row_groups: vec![RowGroupStats { ts_min: lo, ts_max: hi, rows: 3 }],
+            footer: None,
+            sorted_by_time: false,
         }
     }
 

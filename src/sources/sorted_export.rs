@@ -1,0 +1,211 @@
+//! Exports in time order over time-sorted archive files, without a sort.
+//!
+//! When every file declares (Parquet `sorting_columns`) that its row groups are sorted by
+//! `timestamp` ascending, and no two row groups overlap in time, a whole export in time
+//! order is just the row groups one after another: as stored for ascending order, each
+//! row group reversed for descending. Files written by `fletch load` qualify. Two row
+//! groups are decoded at once on the query runtime while the output keeps its order, so
+//! memory stays at a few row groups whatever the export size, and the scan runs at the
+//! speed of the Parquet decoder. Other archives use the time-sliced sort in `parquet.rs`.
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::kernels::cmp;
+use futures::{stream, StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+#[allow(deprecated)]
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::errors::ParquetError;
+
+use super::{logs_schema, BatchStream};
+use crate::actors::parquet_index::FileInfo;
+use crate::error::QueryError;
+use crate::executor::DedicatedExecutor;
+use crate::query::{Filters, OrderDir};
+
+/// Row groups decoded ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+/// Rows per batch handed to encoders.
+const BATCH_ROWS: usize = 8192;
+
+/// One row group of one file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Unit {
+    pub file: usize,
+    pub row_group: usize,
+}
+
+/// The row groups to read, in output order, when `files` allow a sort-free export;
+/// `None` when they don't. Row groups wholly outside the time filter are left out.
+pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<Unit>> {
+    if files.is_empty() || !files.iter().all(|f| f.sorted_by_time) {
+        return None;
+    }
+    let mut groups: Vec<(Unit, f64, f64)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(fi, f)| f.row_groups.iter().enumerate().map(move |(ri, g)| (Unit { file: fi, row_group: ri }, g.ts_min, g.ts_max)))
+        .collect();
+    groups.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    // Overlapping row groups would interleave: only a sort can order those.
+    if groups.windows(2).any(|w| w[0].2 > w[1].1) {
+        return None;
+    }
+    let start = filters.start_time.unwrap_or(f64::NEG_INFINITY);
+    let end = filters.end_time.unwrap_or(f64::INFINITY);
+    let mut units: Vec<Unit> = groups.into_iter().filter(|(_, lo, hi)| *hi >= start && *lo <= end).map(|(u, _, _)| u).collect();
+    if dir == OrderDir::Desc {
+        units.reverse();
+    }
+    Some(units)
+}
+
+/// Stream the planned row groups, filtered, in order. Starts with an empty batch that
+/// carries the schema.
+pub fn stream(
+    store: Arc<dyn ObjectStore>,
+    files: Arc<Vec<FileInfo>>,
+    units: Vec<Unit>,
+    filters: Filters,
+    dir: OrderDir,
+    executor: Arc<DedicatedExecutor>,
+) -> BatchStream {
+    let filters = Arc::new(filters);
+    let reads = stream::iter(units)
+        .map(move |u| {
+            let (store, file, filters, executor) = (store.clone(), files[u.file].clone(), filters.clone(), executor.clone());
+            async move { executor.run(read_row_group(store, file, u.row_group, filters, dir)).await }
+        })
+        .buffered(READ_AHEAD)
+        .map_ok(|batches| stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+    let first = stream::once(async { Ok(RecordBatch::new_empty(logs_schema())) });
+    Box::pin(first.chain(reads))
+}
+
+/// One row group, filtered, reversed for descending order, cut into batches.
+async fn read_row_group(
+    store: Arc<dyn ObjectStore>,
+    file: FileInfo,
+    row_group: usize,
+    filters: Arc<Filters>,
+    dir: OrderDir,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let footer = file.footer.clone().ok_or_else(|| QueryError::Internal("sorted export without a footer".into()))?;
+    let metadata = ArrowReaderMetadata::try_new(footer, Default::default()).map_err(map_parquet_error)?;
+    #[allow(deprecated)]
+    let reader = ParquetObjectReader::new(store, file.meta.location.clone()).with_file_size(file.meta.size);
+    let mut rows = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+        .with_row_groups(vec![row_group])
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(map_parquet_error)?;
+    let schema = logs_schema();
+    let mut out = Vec::new();
+    while let Some(batch) = rows.next().await {
+        // Same names and types as `logs` (checked by the index); adopt the canonical schema.
+        let batch = RecordBatch::try_new(schema.clone(), batch.map_err(map_parquet_error)?.columns().to_vec())?;
+        let batch = apply_filters(batch, &filters)?;
+        if batch.num_rows() > 0 {
+            out.push(batch);
+        }
+    }
+    if dir == OrderDir::Desc && !out.is_empty() {
+        out = reversed(&out)?;
+    }
+    Ok(out)
+}
+
+/// Rows of `batches` in reverse order, in batches of at most [`BATCH_ROWS`].
+fn reversed(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, QueryError> {
+    let all = arrow::compute::concat_batches(&batches[0].schema(), batches)?;
+    let n = all.num_rows() as u32;
+    let indices = UInt32Array::from_iter_values((0..n).rev());
+    let columns = all.columns().iter().map(|c| arrow::compute::take(c.as_ref(), &indices, None)).collect::<Result<Vec<_>, _>>()?;
+    let rev = RecordBatch::try_new(all.schema(), columns)?;
+    Ok((0..rev.num_rows()).step_by(BATCH_ROWS).map(|o| rev.slice(o, BATCH_ROWS.min(rev.num_rows() - o))).collect())
+}
+
+/// Keep the rows matching `filters` (the same predicates the SQL path applies).
+fn apply_filters(batch: RecordBatch, f: &Filters) -> Result<RecordBatch, QueryError> {
+    let mut mask: Option<BooleanArray> = None;
+    let mut and = |m: BooleanArray| -> Result<(), QueryError> {
+        mask = Some(match mask.take() {
+            Some(prev) => arrow::compute::and(&prev, &m)?,
+            None => m,
+        });
+        Ok(())
+    };
+    for (name, want) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+        if let Some(v) = want {
+            let col = batch.column_by_name(name).ok_or_else(|| QueryError::Internal(format!("no column {name}")))?;
+            and(cmp::eq(col, &StringArray::new_scalar(v.as_str()))?)?;
+        }
+    }
+    let ts = batch.column_by_name("timestamp").ok_or_else(|| QueryError::Internal("no column timestamp".into()))?;
+    if let Some(t) = f.start_time {
+        and(cmp::gt_eq(ts, &Float64Array::new_scalar(t))?)?;
+    }
+    if let Some(t) = f.end_time {
+        and(cmp::lt_eq(ts, &Float64Array::new_scalar(t))?)?;
+    }
+    match mask {
+        // Nulls in the mask (null labels) count as "no match", as in SQL.
+        Some(m) if m.true_count() < batch.num_rows() => Ok(arrow::compute::filter_record_batch(&batch, &m)?),
+        _ => Ok(batch),
+    }
+}
+
+/// A read failure: the store not answering is a 503, anything else a store error.
+fn map_parquet_error(e: ParquetError) -> QueryError {
+    match e {
+        ParquetError::External(inner) => QueryError::Unavailable {
+            source_name: "hdfs",
+            reason: format!("the Parquet store did not answer: {inner}"),
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        other => QueryError::Store { source_name: "hdfs", message: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::parquet_index::RowGroupStats;
+    use object_store::{path::Path as StorePath, ObjectMeta};
+
+    fn file(groups: &[(f64, f64)], sorted: bool) -> FileInfo {
+        FileInfo {
+            meta: ObjectMeta { location: StorePath::from("f"), last_modified: Default::default(), size: 1, e_tag: None, version: None },
+            rows: 0,
+            row_groups: groups.iter().map(|&(ts_min, ts_max)| RowGroupStats { ts_min, ts_max, rows: 10 }).collect(),
+            footer: None,
+            sorted_by_time: sorted,
+        }
+    }
+
+    fn u(file: usize, row_group: usize) -> Unit {
+        Unit { file, row_group }
+    }
+
+    #[test]
+    fn row_groups_in_time_order_across_files() {
+        // Files listed out of time order; row groups in order inside each.
+        let files = vec![file(&[(20.0, 29.0), (30.0, 39.0)], true), file(&[(0.0, 9.0), (10.0, 19.0)], true)];
+        let all = Filters::default();
+        assert_eq!(plan(&files, &all, OrderDir::Asc), Some(vec![u(1, 0), u(1, 1), u(0, 0), u(0, 1)]));
+        assert_eq!(plan(&files, &all, OrderDir::Desc), Some(vec![u(0, 1), u(0, 0), u(1, 1), u(1, 0)]));
+        let range = Filters { start_time: Some(15.0), end_time: Some(25.0), ..Default::default() };
+        assert_eq!(plan(&files, &range, OrderDir::Asc), Some(vec![u(1, 1), u(0, 0)]));
+    }
+
+    #[test]
+    fn overlap_or_undeclared_order_needs_the_sort() {
+        let overlapping = vec![file(&[(0.0, 10.0)], true), file(&[(5.0, 15.0)], true)];
+        assert_eq!(plan(&overlapping, &Filters::default(), OrderDir::Asc), None);
+        let undeclared = vec![file(&[(0.0, 10.0)], true), file(&[(20.0, 30.0)], false)];
+        assert_eq!(plan(&undeclared, &Filters::default(), OrderDir::Asc), None);
+    }
+}
