@@ -41,6 +41,9 @@ use crate::sources::logs_schema;
 
 /// Rows a slice should cover when streaming an export (about one row group).
 const EXPORT_SLICE_ROWS: u64 = 128 * 1024;
+/// Largest slice: a slice is collected before it is sent, so this bounds memory even for
+/// a page far into the table (`offset=5000000`) or a very selective filter.
+const MAX_SLICE_ROWS: u64 = 2 * EXPORT_SLICE_ROWS;
 
 /// Open the object store for a directory URL; returns the store and the directory in it.
 pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryError> {
@@ -400,7 +403,7 @@ impl SlicePlanner {
             OrderDir::Desc => groups.sort_by(|a, b| b.0.total_cmp(&a.0)),
             OrderDir::Asc => groups.sort_by(|a, b| a.0.total_cmp(&b.0)),
         }
-        let target = want.unwrap_or(EXPORT_SLICE_ROWS).max(1);
+        let target = want.unwrap_or(EXPORT_SLICE_ROWS).clamp(1, MAX_SLICE_ROWS);
         Self { groups, dir, next: 0, edge: None, target, limited: want.is_some(), done: false }
     }
 
@@ -413,7 +416,7 @@ impl SlicePlanner {
         if self.next > 0 && self.limited {
             let covered: u64 = self.groups[..self.next].iter().map(|g| g.2).sum();
             let ratio = if rows_found == 0 { 8.0 } else { (covered as f64 / rows_found as f64).min(8.0) };
-            self.target = ((self.target as f64) * ratio.max(2.0)) as u64;
+            self.target = (((self.target as f64) * ratio.max(2.0)) as u64).min(MAX_SLICE_ROWS);
         }
         let mut rows = 0;
         let mut far = self.edge.unwrap_or(match self.dir {
@@ -599,5 +602,36 @@ impl LogStore for ParquetSource {
             },
             Err(e) => Readiness { ready: false, detail: serde_json::json!({"error": e.to_string()}) },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::parquet_index::RowGroupStats;
+
+    /// `n` row groups of 100 000 rows, one time unit each, in one file.
+    fn snapshot(n: usize) -> IndexSnapshot {
+        let row_groups = (0..n).map(|i| RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.999, rows: 100_000 }).collect();
+        let meta = object_store::ObjectMeta { location: "f".into(), last_modified: Default::default(), size: 1, e_tag: None, version: None };
+        let file = FileInfo { meta, rows: n as u64 * 100_000, row_groups, footer: None, sorted_by_time: false };
+        IndexSnapshot { files: Arc::new(vec![file]), ..Default::default() }
+    }
+
+    #[test]
+    fn slices_cover_everything_newest_first_and_stay_bounded() {
+        // A page 5 M rows deep must not be collected in one slice.
+        let mut p = SlicePlanner::new(&snapshot(50), OrderDir::Desc, Some(5_000_001));
+        let mut edges = Vec::new();
+        let mut found = 0;
+        while let Some((lo, hi)) = p.next_slice(found) {
+            let (lo_t, hi_t) = (lo.unwrap_or(0.0), hi.unwrap_or(50.0));
+            assert!(hi_t - lo_t <= 3.0, "slice {lo:?}..{hi:?} covers more than MAX_SLICE_ROWS");
+            edges.push((lo, hi));
+            found += 200_000;
+        }
+        assert_eq!(edges.first().unwrap().1, None, "first slice is open towards the newest rows");
+        assert_eq!(edges.last().unwrap().0, None, "last slice is open towards the oldest rows");
+        assert!(edges.windows(2).all(|w| w[0].0 == w[1].1), "slices are contiguous: {edges:?}");
     }
 }

@@ -85,7 +85,7 @@ pub fn stream(
     Box::pin(first.chain(reads))
 }
 
-/// One row group, filtered, reversed for descending order, cut into batches.
+/// One row group in batches, filtered, reversed for descending order.
 async fn read_row_group(
     store: Arc<dyn ObjectStore>,
     file: FileInfo,
@@ -112,20 +112,22 @@ async fn read_row_group(
             out.push(batch);
         }
     }
-    if dir == OrderDir::Desc && !out.is_empty() {
-        out = reversed(&out)?;
+    if dir == OrderDir::Desc {
+        out = reversed(out)?;
     }
     Ok(out)
 }
 
-/// Rows of `batches` in reverse order, in batches of at most [`BATCH_ROWS`].
-fn reversed(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, QueryError> {
-    let all = arrow::compute::concat_batches(&batches[0].schema(), batches)?;
-    let n = all.num_rows() as u32;
-    let indices = UInt32Array::from_iter_values((0..n).rev());
-    let columns = all.columns().iter().map(|c| arrow::compute::take(c.as_ref(), &indices, None)).collect::<Result<Vec<_>, _>>()?;
-    let rev = RecordBatch::try_new(all.schema(), columns)?;
-    Ok((0..rev.num_rows()).step_by(BATCH_ROWS).map(|o| rev.slice(o, BATCH_ROWS.min(rev.num_rows() - o))).collect())
+/// The same rows in reverse order. Each batch is reversed and its original dropped at
+/// once, so a row group is held about once, not twice.
+fn reversed(mut batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, QueryError> {
+    let mut out = Vec::with_capacity(batches.len());
+    while let Some(b) = batches.pop() {
+        let indices = UInt32Array::from_iter_values((0..b.num_rows() as u32).rev());
+        let columns = b.columns().iter().map(|c| arrow::compute::take(c.as_ref(), &indices, None)).collect::<Result<Vec<_>, _>>()?;
+        out.push(RecordBatch::try_new(b.schema(), columns)?);
+    }
+    Ok(out)
 }
 
 /// Keep the rows matching `filters` (the same predicates the SQL path applies).
