@@ -218,7 +218,11 @@ impl Service {
             let mut s = inner.rows(&q2).await?;
             let mut out = Vec::new();
             while let Some(b) = s.next().await {
-                out.push(b?);
+                let b = b?;
+                // Keep the schema-carrying first batch, drop other empty ones.
+                if b.num_rows() > 0 || out.is_empty() {
+                    out.push(b);
+                }
             }
             Ok(Arc::new(PageRows::new(out)))
         })

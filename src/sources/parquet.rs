@@ -367,6 +367,10 @@ fn skip_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<R
             }
             let drop = left.min(b.num_rows() as u64) as usize;
             left -= drop as u64;
+            if drop == b.num_rows() {
+                // Not an empty slice: that would keep the skipped rows' buffers alive.
+                return RecordBatch::new_empty(b.schema());
+            }
             b.slice(drop, b.num_rows() - drop)
         });
         Some((item, (inner, left)))
