@@ -13,7 +13,8 @@
 //! - [`error`]: the query-path error type and its single mapping to HTTP and gRPC status.
 //! - [`actors`]: actors that own resources: PostgreSQL connections and their router, the
 //!   Parquet directory index, admission control.
-//! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet).
+//! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet,
+//!   with per-file label rollups and sort-free exports of time-ordered files).
 //! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
 //! - [`http`]: the HTTP facade (routes, parameters, streaming responses).
 //! - [`flight`]: Arrow Flight / Flight SQL on one gRPC port (plain Flight tickets + Flight SQL).
