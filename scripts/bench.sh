@@ -7,7 +7,8 @@
 #   scripts/bench.sh pgbench [SECONDS]    pgbench, 50 clients, the newest-100 SQL (the PostgreSQL ceiling)
 #   scripts/bench.sh throughput           closed loop, 50 connections (tools/loadgen throughput scenarios)
 #   scripts/bench.sh scenarios MULT [TIME_SCALE]   the four k6 scenarios at MULT x VUs
-#   scripts/bench.sh export SOURCE FORMAT [LIMIT]  one streamed export: rows/s and fletch peak RSS
+#   scripts/bench.sh export SOURCE FORMAT [LIMIT] [asc|desc]  one streamed export (default
+#                                         oldest first): rows/s and fletch peak RSS
 #   scripts/bench.sh flight               Flight do_get of each source + Flight SQL aggregate latency
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
@@ -129,19 +130,19 @@ sample_rss() {
 }
 
 cmd_export() {
-    local src="${1:?source}" fmt="${2:?format}" limit="${3:-}"
+    local src="${1:?source}" fmt="${2:?format}" limit="${3:-}" order="${4:-asc}"
     cmd_serve
     local pid; pid="$(cat "$BENCH_DIR/server.pid")"
     local q="format=$fmt"
     [[ -n "$limit" ]] && q="$q&limit=$limit"
     local start end bytes
     start=$(date +%s.%N)
-    bytes=$(curl -s "$BASE/api/query/$src/logs/export?$q&order_dir=asc" | wc -c)
+    bytes=$(curl -s "$BASE/api/query/$src/logs/export?$q&order_dir=$order" | wc -c)
     end=$(date +%s.%N)
     local hwm; hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")
     local rows="${limit:-$(curl -s "$BASE/api/query/$src/stats" | sed -E 's/.*"logs_count":([0-9]+).*/\1/')}"
-    awk -v r="$rows" -v s="$start" -v e="$end" -v b="$bytes" -v h="$hwm" -v src="$src" -v f="$fmt" 'BEGIN {
-        printf "%s export %s: %d rows, %.1f MB in %.2f s = %.0f rows/s; fletch peak RSS %.0f MB\n", src, f, r, b / 1e6, e - s, r / (e - s), h / 1024 }'
+    awk -v r="$rows" -v s="$start" -v e="$end" -v b="$bytes" -v h="$hwm" -v src="$src" -v f="$fmt" -v o="$order" 'BEGIN {
+        printf "%s export %s %s: %d rows, %.1f MB in %.2f s = %.0f rows/s; fletch peak RSS %.0f MB\n", src, f, o, r, b / 1e6, e - s, r / (e - s), h / 1024 }'
 }
 
 cmd_flight() {
@@ -158,5 +159,5 @@ cmd_stop() {
 
 case "${1:-}" in
     data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
-    *) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

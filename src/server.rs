@@ -66,7 +66,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hdfs = serve(parquet_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>));
     let auth = Arc::new(crate::auth::Auth::new(&config.auth.tokens));
     let sql = crate::sql::SqlEngine::new(pg_source.clone(), parquet_source.clone(), partitions(&config))?;
-    let sql = Some(Arc::new(sql.with_admission(admission.clone())));
+    let sql = Some(Arc::new(sql.with_admission(admission.clone()).with_metrics(metrics.clone())));
     let state = web::Data::new(AppState { postgres, hdfs, metrics: metrics.clone(), sql, auth });
     let flight_addr = start_flight(&config, &state)?;
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };

@@ -267,6 +267,55 @@ async fn join_across_sources_matches_postgres() {
     assert_eq!(single_i64(&b), want);
 }
 
+/// `fletch_source_executions_total{source="postgres",kind="sql_pushdown"}`.
+async fn pushdowns(srv: &Server) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", srv.http)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fletch_source_executions_total{source=\"postgres\",kind=\"sql_pushdown\"} "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn aggregates_over_postgres_run_in_postgres() {
+    let e = env();
+    // GROUP BY + ORDER BY over postgres only: PostgreSQL runs the whole query, and the
+    // columns keep the names and types DataFusion planned.
+    let before = pushdowns(&e.open).await;
+    let sql = "SELECT service, count(*) AS n, max(\"timestamp\") FROM postgres.logs WHERE level = 'ERROR' GROUP BY service ORDER BY n DESC, service";
+    let (schema, b) = sql_rows(e.open.flight, sql).await;
+    assert_eq!(pushdowns(&e.open).await, before + 1.0, "the aggregate was not pushed down");
+    assert_eq!(schema.field(0).name(), "service");
+    assert_eq!(schema.field(1).name(), "n");
+    assert_eq!(schema.field(1).data_type(), &DataType::Int64);
+    assert_eq!(schema.field(2).data_type(), &DataType::Float64);
+    let got: Vec<(String, i64)> = b
+        .iter()
+        .flat_map(|b| {
+            let (k, n) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<arrow::datatypes::Int64Type>());
+            (0..b.num_rows()).map(move |i| (k.value(i).to_string(), n.value(i))).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got.len(), 4);
+    for (service, n) in &got {
+        let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND service = '{service}'")).await;
+        assert_eq!(*n, want, "{service}");
+    }
+    assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "ORDER BY n DESC: {got:?}");
+
+    // PostgreSQL's sum(bigint) is numeric, which does not map: DataFusion answers instead,
+    // with the same result.
+    let before = pushdowns(&e.open).await;
+    let (_, b) = sql_rows(e.open.flight, "SELECT sum(id) FROM postgres.logs WHERE id <= 1000").await;
+    assert_eq!(pushdowns(&e.open).await, before, "numeric result must fall back to DataFusion");
+    assert_eq!(single_i64(&b), 500_500);
+    // Scans without aggregates stay with the table provider.
+    let before = pushdowns(&e.open).await;
+    let (_, b) = sql_rows(e.open.flight, "SELECT id FROM postgres.logs WHERE id <= 10").await;
+    assert_eq!(rows(&b), 10);
+    assert_eq!(pushdowns(&e.open).await, before);
+}
+
 #[tokio::test]
 async fn zero_rows_still_send_the_schema() {
     let e = env();

@@ -10,10 +10,12 @@
 //! carries the schema (also for zero rows), like the sources' streams.
 //!
 //! - [`pushdown`]: filter expressions → PostgreSQL conditions with bind parameters.
+//! - [`pg_pushdown`]: whole aggregate/sort/join queries over PostgreSQL tables, run there.
 //! - [`pg_table`], [`hdfs_table`]: the table providers.
 //! - [`wire`]: result types every client can read (no view types).
 
 pub mod hdfs_table;
+pub mod pg_pushdown;
 pub mod pg_table;
 pub mod pushdown;
 pub mod wire;
@@ -39,6 +41,7 @@ use futures::{stream, StreamExt};
 use crate::actors::admission::{Acquire, Admission, Lane, Permit};
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
+use crate::metrics::Metrics;
 use crate::query::Source;
 use crate::sources::parquet::ParquetSource;
 use crate::sources::postgres::PgSource;
@@ -75,6 +78,9 @@ pub struct SqlEngine {
     /// When set, every query holds an export-lane permit of each source it reads for as
     /// long as its stream lives (overload → UNAVAILABLE / 503 with a retry hint).
     admission: Option<Addr<Admission>>,
+    /// Runs whole PostgreSQL-only queries (see [`pg_pushdown`]).
+    pg: Option<PgSource>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl SqlEngine {
@@ -107,17 +113,23 @@ impl SqlEngine {
             catalog.register_schema(schema, provider).map_err(sql_error)?;
             Ok(())
         };
-        if let Some(pg) = pg {
-            add("postgres", Arc::new(pg_table::PgTable::logs(pg)))?;
+        if let Some(pg) = &pg {
+            add("postgres", Arc::new(pg_table::PgTable::logs(pg.clone())))?;
         }
         if let Some(p) = parquet {
             add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p)))?;
         }
-        Ok(Self { ctx, executor, admission: None })
+        Ok(Self { ctx, executor, admission: None, pg, metrics: None })
     }
 
     pub fn with_admission(mut self, admission: Addr<Admission>) -> Self {
         self.admission = Some(admission);
+        self
+    }
+
+    /// Count queries PostgreSQL ran whole (`fletch_source_executions_total{kind="sql_pushdown"}`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -130,7 +142,7 @@ impl SqlEngine {
         let (ctx, sql) = (self.ctx.clone(), sql.to_string());
         self.executor
             .run(async move {
-                let (plan, _, _) = physical_plan(&ctx, &sql, params).await?;
+                let (plan, _, _, _) = physical_plan(&ctx, &sql, params).await?;
                 Ok(wire::wire_schema(&plan.schema()))
             })
             .await
@@ -163,10 +175,22 @@ impl SqlEngine {
     /// Run `sql` (with values for `$1`, `$2`, …). The first item is an empty batch with the
     /// result schema; dropping the stream stops the query (and cancels PostgreSQL scans).
     pub fn execute(&self, sql: String, params: Vec<ScalarValue>) -> BatchStream {
-        let (ctx, admission) = (self.ctx.clone(), self.admission.clone());
+        let (ctx, admission, pg, metrics) = (self.ctx.clone(), self.admission.clone(), self.pg.clone(), self.metrics.clone());
         self.executor.stream(async move {
-            let (plan, task, sources) = physical_plan(&ctx, &sql, params).await?;
+            let (plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
             let permits = admit(admission, &sources).await?;
+            let schema = wire::wire_schema(&plan.schema());
+            if let Some(pushed) = push_to_postgres(pg.as_ref(), &logical, &sources, schema.clone()).await {
+                if let Some(m) = &metrics {
+                    m.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
+                }
+                let first = RecordBatch::new_empty(schema);
+                let rest = pushed.map(move |b| {
+                    let _held = &permits;
+                    b
+                });
+                return Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream);
+            }
             let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
             let schema = wire::wire_schema(&results.schema());
             let first = RecordBatch::new_empty(schema.clone());
@@ -218,6 +242,16 @@ impl SqlEngine {
     }
 }
 
+/// The whole query run by PostgreSQL, when it reads only PostgreSQL and is worth it.
+async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, sources: &[Source], want: SchemaRef) -> Option<BatchStream> {
+    let pg = pg?;
+    if sources != [Source::Postgres] || !pg_pushdown::candidate(plan) {
+        return None;
+    }
+    let sql = pg_pushdown::to_postgres_sql(plan)?;
+    pg_pushdown::run(pg, sql, want).await
+}
+
 fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
@@ -264,7 +298,7 @@ async fn physical_plan(
     ctx: &SessionContext,
     sql: &str,
     params: Vec<ScalarValue>,
-) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Vec<Source>), QueryError> {
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Vec<Source>, LogicalPlan), QueryError> {
     let mut df = logical(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
     if !expected.is_empty() || !params.is_empty() {
@@ -291,9 +325,10 @@ async fn physical_plan(
         df = df.with_param_values(values).map_err(sql_error)?;
     }
     let sources = sources_of(df.logical_plan())?;
+    let logical = df.logical_plan().clone();
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await.map_err(sql_error)?;
-    Ok((plan, task, sources))
+    Ok((plan, task, sources, logical))
 }
 
 /// `$3` → 3.
