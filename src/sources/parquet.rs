@@ -159,7 +159,11 @@ impl ParquetSource {
             counts: CountCache::new(Duration::from_secs(24 * 3600)),
             rollups: Arc::default(),
             store,
-            metrics, table_url, index, executor })
+            metrics,
+            table_url,
+            index,
+            executor,
+        })
     }
 
     pub fn context(&self) -> &SessionContext {
