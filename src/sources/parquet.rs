@@ -241,13 +241,19 @@ impl ParquetSource {
     pub fn keep_rollups_warm(&self, interval: Duration) {
         let me = self.clone();
         actix::spawn(async move {
-            let mut built_for = 0;
+            let (mut built_for, mut warned_for) = (0, 0);
             loop {
                 if let Ok(snap) = me.index.send(Snapshot).await {
                     if snap.healthy && snap.generation != built_for {
                         match me.build_rollups(&snap.files).await {
                             Ok(()) => built_for = snap.generation,
-                            Err(e) => tracing::warn!(error = %e, "building Parquet rollups failed; retrying"),
+                            // Once per listing: a file that cannot be read would otherwise
+                            // log on every retry. Queries still answer by scanning.
+                            Err(e) if warned_for != snap.generation => {
+                                warned_for = snap.generation;
+                                tracing::warn!(error = %e, "building Parquet rollups failed; retrying quietly");
+                            }
+                            Err(e) => tracing::debug!(error = %e, "building Parquet rollups failed again"),
                         }
                     }
                 }
