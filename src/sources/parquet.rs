@@ -264,7 +264,10 @@ impl ParquetSource {
 
     /// Rollup rows matching `filters` plus the files that still need a scan.
     async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
-        self.build_rollups(&snap.files).await?;
+        if let Err(e) = self.build_rollups(&snap.files).await {
+            // Files without a rollup are scanned instead; a store that is down fails there.
+            tracing::debug!(error = %e, "rollups incomplete; scanning the rest");
+        }
         Ok(self.rollups.split(&snap.files, filters))
     }
 
