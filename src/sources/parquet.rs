@@ -177,13 +177,7 @@ impl ParquetSource {
 
     /// The whole directory as a table. Listed per query, so new files show up at once.
     pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
-        self.table_with_schema(logs_schema())
-    }
-
-    fn table_with_schema(&self, schema: arrow::datatypes::SchemaRef) -> Result<Arc<ListingTable>, QueryError> {
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
-        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(options).with_schema(schema);
+        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(parquet_files()).with_schema(logs_schema());
         Ok(Arc::new(ListingTable::try_new(config).map_err(map_df_error)?))
     }
 
@@ -199,8 +193,7 @@ impl ParquetSource {
             .iter()
             .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.meta.location)).map_err(map_df_error))
             .collect::<Result<Vec<_>, _>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(view_schema());
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(parquet_files()).with_schema(view_schema());
         let table = Arc::new(ListingTable::try_new(config).map_err(map_df_error)?);
         let mut df = self.scan_ctx.read_table(table).map_err(map_df_error)?;
         if let Some(f) = filter_expr(filters, None, None) {
@@ -469,6 +462,11 @@ impl SlicePlanner {
     }
 }
 
+/// How DataFusion reads the archive: `*.parquet` files.
+fn parquet_files() -> ListingOptions {
+    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")
+}
+
 /// [`logs_schema`] with strings as `Utf8View`.
 fn view_schema() -> arrow::datatypes::SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};
@@ -521,10 +519,10 @@ impl LogStore for ParquetSource {
                         self.store.clone(),
                         snap.files.clone(),
                         units,
-                        q.filters.clone(),
+                        filter_expr(&q.filters, None, None),
                         q.order_dir,
                         self.executor.clone(),
-                    );
+                    )?;
                     return Ok(Box::pin(skip_rows(s, q.offset)));
                 }
             }
@@ -613,7 +611,7 @@ impl LogStore for ParquetSource {
                     "rows": s.total_rows(),
                     "generation": s.generation,
                     // Whole exports in time order skip the sort (see `sorted_export`).
-                    "sorted_by_time": !s.files.is_empty() && s.files.iter().all(|f| f.sorted_by_time),
+                    "sorted_by_time": sorted_export::all_declared_sorted(&s.files),
                     "last_error": s.last_error,
                 }),
             },

@@ -10,8 +10,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::kernels::cmp;
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 #[allow(deprecated)]
@@ -19,11 +23,15 @@ use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::errors::ParquetError;
 
+use super::parquet::map_df_error;
 use super::{logs_schema, BatchStream};
 use crate::actors::parquet_index::FileInfo;
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::query::{Filters, OrderDir};
+
+/// A row predicate compiled once per export.
+type Predicate = Arc<dyn PhysicalExpr>;
 
 /// Row groups decoded ahead of the one being sent.
 const READ_AHEAD: usize = 2;
@@ -37,10 +45,15 @@ pub struct Unit {
     pub row_group: usize,
 }
 
+/// There are files, and every one declares its rows sorted by time (see `FileInfo`).
+pub fn all_declared_sorted(files: &[FileInfo]) -> bool {
+    !files.is_empty() && files.iter().all(|f| f.sorted_by_time)
+}
+
 /// The row groups to read, in output order, when `files` allow a sort-free export;
 /// `None` when they don't. Row groups wholly outside the time filter are left out.
 pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<Unit>> {
-    if files.is_empty() || !files.iter().all(|f| f.sorted_by_time) {
+    if !all_declared_sorted(files) {
         return None;
     }
     let mut groups: Vec<(Unit, f64, f64)> = files
@@ -62,27 +75,34 @@ pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<
     Some(units)
 }
 
-/// Stream the planned row groups, filtered, in order. Starts with an empty batch that
-/// carries the schema.
+/// Stream the planned row groups in order, keeping the rows that match `filter` (the
+/// same expression the DataFusion paths use). Starts with an empty batch that carries
+/// the schema.
 pub fn stream(
     store: Arc<dyn ObjectStore>,
     files: Arc<Vec<FileInfo>>,
     units: Vec<Unit>,
-    filters: Filters,
+    filter: Option<Expr>,
     dir: OrderDir,
     executor: Arc<DedicatedExecutor>,
-) -> BatchStream {
-    let filters = Arc::new(filters);
+) -> Result<BatchStream, QueryError> {
+    let predicate = match filter {
+        Some(e) => {
+            let schema = DFSchema::try_from(logs_schema().as_ref().clone()).map_err(map_df_error)?;
+            Some(create_physical_expr(&e, &schema, &ExecutionProps::new(), &PhysicalPlanningContext::default()).map_err(map_df_error)?)
+        }
+        None => None,
+    };
     let reads = stream::iter(units)
         .map(move |u| {
-            let (store, file, filters, executor) = (store.clone(), files[u.file].clone(), filters.clone(), executor.clone());
-            async move { executor.run(read_row_group(store, file, u.row_group, filters, dir)).await }
+            let (store, file, predicate, executor) = (store.clone(), files[u.file].clone(), predicate.clone(), executor.clone());
+            async move { executor.run(read_row_group(store, file, u.row_group, predicate, dir)).await }
         })
         .buffered(READ_AHEAD)
         .map_ok(|batches| stream::iter(batches.into_iter().map(Ok)))
         .try_flatten();
     let first = stream::once(async { Ok(RecordBatch::new_empty(logs_schema())) });
-    Box::pin(first.chain(reads))
+    Ok(Box::pin(first.chain(reads)))
 }
 
 /// One row group in batches, filtered, reversed for descending order.
@@ -90,7 +110,7 @@ async fn read_row_group(
     store: Arc<dyn ObjectStore>,
     file: FileInfo,
     row_group: usize,
-    filters: Arc<Filters>,
+    predicate: Option<Predicate>,
     dir: OrderDir,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     let footer = file.footer.clone().ok_or_else(|| QueryError::Internal("sorted export without a footer".into()))?;
@@ -107,7 +127,10 @@ async fn read_row_group(
     while let Some(batch) = rows.next().await {
         // Same names and types as `logs` (checked by the index); adopt the canonical schema.
         let batch = RecordBatch::try_new(schema.clone(), batch.map_err(map_parquet_error)?.columns().to_vec())?;
-        let batch = apply_filters(batch, &filters)?;
+        let batch = match &predicate {
+            Some(p) => keep_matching(batch, p.as_ref())?,
+            None => batch,
+        };
         if batch.num_rows() > 0 {
             out.push(batch);
         }
@@ -130,34 +153,10 @@ fn reversed(mut batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, QueryErro
     Ok(out)
 }
 
-/// Keep the rows matching `filters` (the same predicates the SQL path applies).
-fn apply_filters(batch: RecordBatch, f: &Filters) -> Result<RecordBatch, QueryError> {
-    let mut mask: Option<BooleanArray> = None;
-    let mut and = |m: BooleanArray| -> Result<(), QueryError> {
-        mask = Some(match mask.take() {
-            Some(prev) => arrow::compute::and(&prev, &m)?,
-            None => m,
-        });
-        Ok(())
-    };
-    for (name, want) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
-        if let Some(v) = want {
-            let col = batch.column_by_name(name).ok_or_else(|| QueryError::Internal(format!("no column {name}")))?;
-            and(cmp::eq(col, &StringArray::new_scalar(v.as_str()))?)?;
-        }
-    }
-    let ts = batch.column_by_name("timestamp").ok_or_else(|| QueryError::Internal("no column timestamp".into()))?;
-    if let Some(t) = f.start_time {
-        and(cmp::gt_eq(ts, &Float64Array::new_scalar(t))?)?;
-    }
-    if let Some(t) = f.end_time {
-        and(cmp::lt_eq(ts, &Float64Array::new_scalar(t))?)?;
-    }
-    match mask {
-        // Nulls in the mask (null labels) count as "no match", as in SQL.
-        Some(m) if m.true_count() < batch.num_rows() => Ok(arrow::compute::filter_record_batch(&batch, &m)?),
-        _ => Ok(batch),
-    }
+/// Rows of `batch` for which `predicate` is true (null counts as false, as in SQL).
+fn keep_matching(batch: RecordBatch, predicate: &dyn PhysicalExpr) -> Result<RecordBatch, QueryError> {
+    let mask = predicate.evaluate(&batch).and_then(|v| v.into_array(batch.num_rows())).map_err(map_df_error)?;
+    Ok(arrow::compute::filter_record_batch(&batch, mask.as_boolean())?)
 }
 
 /// A read failure: the store not answering is a 503, anything else a store error.

@@ -180,7 +180,7 @@ impl SqlEngine {
             let (plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
             let permits = admit(admission, &sources).await?;
             let schema = wire::wire_schema(&plan.schema());
-            if let Some(pushed) = push_to_postgres(pg.as_ref(), &logical, &sources, schema.clone()).await {
+            if let Some(pushed) = push_to_postgres(pg.as_ref(), &logical, schema.clone()).await {
                 if let Some(m) = &metrics {
                     m.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
                 }
@@ -243,9 +243,9 @@ impl SqlEngine {
 }
 
 /// The whole query run by PostgreSQL, when it reads only PostgreSQL and is worth it.
-async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, sources: &[Source], want: SchemaRef) -> Option<BatchStream> {
+async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, want: SchemaRef) -> Option<BatchStream> {
     let pg = pg?;
-    if sources != [Source::Postgres] || !pg_pushdown::candidate(plan) {
+    if !pg_pushdown::candidate(plan) {
         return None;
     }
     let sql = pg_pushdown::to_postgres_sql(plan)?;
