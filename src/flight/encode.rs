@@ -16,14 +16,34 @@ use crate::sources::BatchStream;
 
 pub type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
-/// Encode a source stream whose first item is an (empty) schema-carrying batch. The schema
-/// message goes out even when no rows follow; IPC is uncompressed (every client reads it);
-/// dictionaries are sent as plain values.
-pub fn flight_stream(first: RecordBatch, rest: BatchStream) -> FlightDataStream {
-    let schema = first.schema();
-    let batches = futures::stream::once(async move { Ok(first) })
-        .chain(rest)
-        .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+/// A `do_get` answer before encoding: the (usually empty) batch that carries the schema,
+/// then the rest. The schema goes out even when no rows follow.
+pub struct Batches {
+    pub first: RecordBatch,
+    pub rest: BatchStream,
+}
+
+impl Batches {
+    /// Exactly this batch (small metadata answers).
+    pub fn single(batch: RecordBatch) -> Self {
+        Self { first: RecordBatch::new_empty(batch.schema()), rest: Box::pin(futures::stream::iter([Ok(batch)])) }
+    }
+
+    /// The schema message, then every non-empty batch.
+    pub fn non_empty(self) -> impl Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static {
+        futures::stream::once(async move { Ok(self.first) })
+            .chain(self.rest)
+            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+    }
+}
+
+/// Encode through arrow-flight's encoder (the `FlightService` trait path; `DoGet` normally
+/// takes [`super::do_get`]). IPC is uncompressed (every client reads it); dictionaries are
+/// sent as plain values.
+pub fn flight_stream(batches: Batches) -> FlightDataStream {
+    let schema = batches.first.schema();
+    let batches = batches
+        .non_empty()
         .map_err(|e: QueryError| FlightError::Tonic(Box::new(e.into())));
     let encoded = FlightDataEncoderBuilder::new()
         .with_options(IpcWriteOptions::default())
@@ -34,10 +54,10 @@ pub fn flight_stream(first: RecordBatch, rest: BatchStream) -> FlightDataStream 
 }
 
 /// Open a stream and wait for its schema batch, so errors before any data are a status.
-pub async fn open(stream: Result<BatchStream, QueryError>) -> Result<FlightDataStream, Status> {
+pub async fn open(stream: Result<BatchStream, QueryError>) -> Result<Batches, Status> {
     let mut s = stream?;
     match s.next().await {
-        Some(Ok(first)) => Ok(flight_stream(first, s)),
+        Some(Ok(first)) => Ok(Batches { first, rest: s }),
         Some(Err(e)) => Err(e.into()),
         None => Err(QueryError::Internal("query produced no schema".into()).into()),
     }
@@ -65,10 +85,4 @@ pub fn schema_result(schema: &Schema) -> Result<SchemaResult, Status> {
     SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
         .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))
-}
-
-/// A stream of exactly these batches, schema first (for small metadata answers).
-pub fn batch_stream(batch: RecordBatch) -> FlightDataStream {
-    let first = RecordBatch::new_empty(batch.schema());
-    flight_stream(first, Box::pin(futures::stream::iter([Ok(batch)])))
 }

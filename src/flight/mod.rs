@@ -12,7 +12,7 @@
 //! workers; DataFusion work still runs on the dedicated executor.
 //!
 //! Files: [`service`] (routing), [`plain`], [`sql`], [`catalog`], [`prepared`],
-//! [`tickets`], [`encode`].
+//! [`tickets`], [`encode`], [`do_get`] (`DoGet` responses framed without copying).
 
 pub mod catalog;
 pub mod encode;
@@ -21,6 +21,7 @@ pub mod prepared;
 pub mod service;
 pub mod sql;
 pub mod tickets;
+pub mod do_get;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,10 +100,11 @@ pub fn start(listen: &str, app: &AppState, threads: usize) -> Result<SocketAddr,
                 Err(e) => return tracing::error!(error = %e, "Flight listener"),
             };
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = FlightServiceServer::new(service)
+            let server = FlightServiceServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            let svc = InterceptedService::new(server, move |req| auth.grpc(req));
+            // Auth first, then `DoGet` framed by `do_get`, then tonic for everything else.
+            let svc = InterceptedService::new(do_get::DoGetRoute::new(server, service), move |req| auth.grpc(req));
             if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "Flight server stopped");
             }

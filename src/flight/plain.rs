@@ -7,7 +7,7 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use tonic::Status;
 
-use super::encode::{batch_stream, flight_info, open, FlightDataStream};
+use super::encode::{flight_info, open, Batches};
 use super::tickets::{self, PlainQuery, DATASETS};
 use super::FlightState;
 use crate::sources::{logs_schema, LogStore};
@@ -45,7 +45,7 @@ pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(Schem
     Ok((schema, cmd.clone()))
 }
 
-pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<FlightDataStream, Status> {
+pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<Batches, Status> {
     match tickets::parse(ticket)? {
         PlainQuery::Logs(s, q) | PlainQuery::Export(s, q) => {
             let store = state.store(s)?;
@@ -53,11 +53,11 @@ pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<FlightDataStre
         }
         PlainQuery::Aggregate(s, q) => {
             let groups = state.store(s)?.aggregate(&q).await?;
-            Ok(batch_stream(tickets::aggregate_batch(groups)?))
+            Ok(Batches::single(tickets::aggregate_batch(groups)?))
         }
         PlainQuery::Stats(s) => {
             let stats = state.store(s)?.stats().await?;
-            Ok(batch_stream(tickets::stats_batch(s, &stats)?))
+            Ok(Batches::single(tickets::stats_batch(s, &stats)?))
         }
         PlainQuery::Sql(sql) => open(Ok(state.engine()?.execute(sql, Vec::new()))).await,
     }

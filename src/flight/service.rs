@@ -22,7 +22,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::encode::{flight_info, schema_result, FlightDataStream};
+use super::encode::{flight_info, flight_stream, schema_result, Batches, FlightDataStream};
 use super::{plain, sql, tickets, FletchFlight, FlightState};
 use crate::auth::AuthToken;
 
@@ -47,6 +47,17 @@ fn unpack<T: ProstMessageExt>(body: &[u8], what: &str) -> Result<T, Status> {
     any.unpack::<T>()
         .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?
         .ok_or_else(|| Status::invalid_argument(format!("{what}: wrong message type {}", any.type_url)))
+}
+
+impl FletchFlight {
+    /// What a `do_get` ticket asks for: a JSON ticket (plain Flight) or a Flight SQL command.
+    pub async fn answer(&self, ticket: &[u8]) -> Result<Batches, Status> {
+        if tickets::is_json(ticket) {
+            plain::do_get(&self.state, ticket).await
+        } else {
+            sql::do_get(&self.state, sql::decode(ticket)?).await
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -92,14 +103,9 @@ impl FlightService for FletchFlight {
         Ok(Response::new(schema_result(&schema)?))
     }
 
+    /// Only reached if `DoGet` is not routed to [`super::do_get`] (see [`super::start`]).
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = request.into_inner().ticket;
-        let stream = if tickets::is_json(&ticket) {
-            plain::do_get(&self.state, &ticket).await?
-        } else {
-            sql::do_get(&self.state, sql::decode(&ticket)?).await?
-        };
-        Ok(Response::new(stream))
+        Ok(Response::new(flight_stream(self.answer(&request.into_inner().ticket).await?)))
     }
 
     /// Only binding prepared-statement parameters: fletch is read-only.

@@ -18,7 +18,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::catalog;
-use super::encode::{batch_stream, open, FlightDataStream};
+use super::encode::{open, Batches};
 use super::FlightState;
 
 /// Decode a Flight SQL command from descriptor / ticket bytes.
@@ -61,7 +61,7 @@ pub async fn describe(state: &FlightState, cmd: Command) -> Result<(SchemaRef, B
     })
 }
 
-pub async fn do_get(state: &FlightState, cmd: Command) -> Result<FlightDataStream, Status> {
+pub async fn do_get(state: &FlightState, cmd: Command) -> Result<Batches, Status> {
     match cmd {
         Command::TicketStatementQuery(t) => {
             let sql = utf8(&t.statement_handle, "statement handle")?;
@@ -72,11 +72,11 @@ pub async fn do_get(state: &FlightState, cmd: Command) -> Result<FlightDataStrea
             let (sql, params) = state.prepared.get(&p.prepared_statement_handle)?;
             open(Ok(state.engine()?.execute(sql, params))).await
         }
-        Command::CommandGetSqlInfo(c) => Ok(batch_stream(catalog::sql_info_batch(&state.sql_info, c)?)),
-        Command::CommandGetCatalogs(c) => Ok(batch_stream(catalog::catalogs_batch(state.engine()?, c)?)),
-        Command::CommandGetDbSchemas(c) => Ok(batch_stream(catalog::schemas_batch(state.engine()?, c)?)),
-        Command::CommandGetTables(c) => Ok(batch_stream(catalog::tables_batch(state.engine()?, c).await?)),
-        Command::CommandGetTableTypes(c) => Ok(batch_stream(catalog::table_types_batch(c)?)),
+        Command::CommandGetSqlInfo(c) => Ok(Batches::single(catalog::sql_info_batch(&state.sql_info, c)?)),
+        Command::CommandGetCatalogs(c) => Ok(Batches::single(catalog::catalogs_batch(state.engine()?, c)?)),
+        Command::CommandGetDbSchemas(c) => Ok(Batches::single(catalog::schemas_batch(state.engine()?, c)?)),
+        Command::CommandGetTables(c) => Ok(Batches::single(catalog::tables_batch(state.engine()?, c).await?)),
+        Command::CommandGetTableTypes(c) => Ok(Batches::single(catalog::table_types_batch(c)?)),
         other => Err(unsupported(&other)),
     }
 }
