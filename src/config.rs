@@ -50,11 +50,14 @@ impl Default for HttpConfig {
 pub struct FlightConfig {
     /// Address of the Arrow Flight / Flight SQL gRPC port; empty disables it.
     pub listen: String,
+    /// Frame `DoGet` responses directly from Arrow buffers (`flight::do_get`); `false` sends
+    /// them through tonic's generic encoder, which copies every byte twice more.
+    pub direct_do_get: bool,
 }
 
 impl Default for FlightConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:50051".into() }
+        Self { listen: "127.0.0.1:50051".into(), direct_do_get: true }
     }
 }
 

@@ -101,7 +101,7 @@ fn start_flight(config: &Config, state: &AppState) -> Result<Option<SocketAddr>,
     if config.flight.listen.is_empty() {
         return Ok(None);
     }
-    crate::flight::start(&config.flight.listen, state, cores())
+    crate::flight::start(&config.flight, state, cores())
         .map(Some)
         .map_err(|source| StartError::Bind { addr: config.flight.listen.clone(), source })
 }

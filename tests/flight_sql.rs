@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
@@ -36,6 +37,8 @@ struct Env {
     locked: Server,
     /// One export permit per source and a short queue budget.
     tight: Server,
+    /// `[flight] direct_do_get = false`: DoGet through tonic's generic encoder.
+    via_tonic: Server,
 }
 
 fn env() -> &'static Env {
@@ -49,9 +52,12 @@ fn env() -> &'static Env {
         t.admission.export_permits = 1;
         t.admission.queue_timeout_ms = 300;
         let tight = boot_with_flight(t);
+        let mut v = c.clone();
+        v.flight.direct_do_get = false;
+        let via_tonic = boot_with_flight(v);
         c.auth.tokens = vec![TOKEN.to_string()];
         let locked = boot_with_flight(c);
-        Env { pg_url, open, locked, tight }
+        Env { pg_url, open, locked, tight, via_tonic }
     })
 }
 
@@ -237,6 +243,27 @@ async fn bad_tickets_are_invalid_argument_naming_the_parameter() {
         };
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{ticket}: {status:?}");
         assert!(status.message().contains(needle), "{ticket}: {}", status.message());
+    }
+}
+
+/// The hand-framed DoGet and tonic's encoder must be indistinguishable to a client.
+#[tokio::test]
+async fn direct_do_get_matches_tonic_encoding() {
+    let e = env();
+    let (mut direct, mut tonic) = (flight(e.open.flight).await, flight(e.via_tonic.flight).await);
+    for ticket in [
+        r#"{"source":"hdfs","kind":"export","params":{"order_dir":"asc"}}"#,
+        r#"{"source":"postgres","kind":"logs","params":{"level":"ERROR","limit":"500"}}"#,
+        r#"{"source":"hdfs","kind":"aggregate","params":{"group_by":"service"}}"#,
+        r#"{"sql":"SELECT p.id, h.message FROM postgres.logs p JOIN hdfs.logs h ON p.id = h.id ORDER BY p.id LIMIT 3000"}"#,
+        r#"{"sql":"SELECT * FROM hdfs.logs WHERE 1 = 0"}"#,
+    ] {
+        let (schema_a, a) = fetch(&mut direct, Ticket::new(ticket)).await;
+        let (schema_b, b) = fetch(&mut tonic, Ticket::new(ticket)).await;
+        assert_eq!(schema_a, schema_b, "{ticket}");
+        let (a, b) = (concat_batches(&schema_a, &a).unwrap(), concat_batches(&schema_b, &b).unwrap());
+        assert_eq!(a, b, "{ticket}");
+        assert!(a.num_rows() > 0 || ticket.contains("1 = 0"), "{ticket}: no rows to compare");
     }
 }
 

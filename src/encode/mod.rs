@@ -2,9 +2,10 @@
 //! that no response is ever held whole in memory.
 
 pub mod json_rows;
+pub mod pieces;
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::writer::StreamEncoder;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
@@ -54,7 +55,8 @@ pub enum Encoder {
     /// Rows as JSON objects, one per line; `raw_json_columns` are embedded unquoted.
     Ndjson { raw_json_columns: Vec<String> },
     Csv { header_written: bool },
-    Arrow { writer: Box<StreamWriter<Vec<u8>>> },
+    /// `None` once finished.
+    Arrow { writer: Option<Box<StreamEncoder>> },
 }
 
 impl Encoder {
@@ -63,18 +65,19 @@ impl Encoder {
             Format::Ndjson => Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() },
             Format::Csv => Encoder::Csv { header_written: false },
             // Uncompressed IPC: every Arrow reader can decode it.
-            Format::Arrow => Encoder::Arrow { writer: Box::new(StreamWriter::try_new(Vec::new(), schema)?) },
+            Format::Arrow => Encoder::Arrow { writer: Some(Box::new(StreamEncoder::try_new(schema)?)) },
         })
     }
 
-    /// Bytes for one batch (for Arrow, the schema message comes out with the first call).
-    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QueryError> {
+    /// Bytes for one batch (for Arrow, the schema message comes out with the first call;
+    /// its large buffers are the batch's own, not copies).
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Bytes>, QueryError> {
         match self {
             Encoder::Ndjson { raw_json_columns } => {
                 let mut out = Vec::with_capacity(batch.num_rows() * 256);
                 let raw: Vec<&str> = raw_json_columns.iter().map(String::as_str).collect();
                 json_rows::write_rows(batch, &raw, &mut out, json_rows::Separator::Newline, &mut true)?;
-                Ok(out.into())
+                Ok(vec![out.into()])
             }
             Encoder::Csv { header_written } => {
                 let mut out = Vec::with_capacity(batch.num_rows() * 200);
@@ -83,11 +86,15 @@ impl Encoder {
                     w.write(batch)?;
                 }
                 *header_written = true;
-                Ok(out.into())
+                Ok(vec![out.into()])
             }
             Encoder::Arrow { writer } => {
-                writer.write(batch)?;
-                Ok(std::mem::take(writer.get_mut()).into())
+                let writer = writer.as_mut().ok_or_else(|| QueryError::Internal("Arrow encoder used after finish".into()))?;
+                let mut out = pieces::Pieces::default();
+                for buffer in writer.encode(batch)? {
+                    out.push(pieces::buffer_bytes(buffer));
+                }
+                Ok(out.finish())
             }
         }
     }
@@ -104,10 +111,10 @@ impl Encoder {
                 *header_written = true;
                 Ok(format!("{header}\n").into())
             }
-            Encoder::Arrow { writer } => {
-                writer.finish()?;
-                Ok(std::mem::take(writer.get_mut()).into())
-            }
+            Encoder::Arrow { writer } => match writer.take() {
+                Some(w) => Ok(w.finish()?.iter().flat_map(|b| b.as_slice().iter().copied()).collect::<Vec<u8>>().into()),
+                None => Ok(Bytes::new()),
+            },
         }
     }
 }

@@ -38,6 +38,7 @@ use tonic::Status;
 
 use super::encode::{flight_stream, Batches};
 use super::FletchFlight;
+use crate::encode::pieces::{buffer_bytes, Pieces};
 use crate::error::QueryError;
 
 /// The gRPC path tonic would route to `FlightService::do_get`.
@@ -45,8 +46,6 @@ pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
 /// Largest record-batch body per message. Many gRPC clients refuse messages over 4 MiB by
 /// default; larger batches are sent as several slices.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// Pieces shorter than this are copied into the running frame instead of sent on their own.
-const COPY_BELOW: usize = 16 * 1024;
 /// A ticket is a few hundred bytes; refuse anything absurd before reading it.
 const MAX_TICKET_BYTES: usize = 1024 * 1024;
 
@@ -55,11 +54,13 @@ const MAX_TICKET_BYTES: usize = 1024 * 1024;
 pub struct DoGetRoute<S> {
     inner: S,
     flight: FletchFlight,
+    /// `[flight] direct_do_get`; when false every call goes to `inner`.
+    enabled: bool,
 }
 
 impl<S> DoGetRoute<S> {
-    pub fn new(inner: S, flight: FletchFlight) -> Self {
-        Self { inner, flight }
+    pub fn new(inner: S, flight: FletchFlight, enabled: bool) -> Self {
+        Self { inner, flight, enabled }
     }
 }
 
@@ -81,7 +82,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != DO_GET_PATH {
+        if !self.enabled || req.uri().path() != DO_GET_PATH {
             return Box::pin(self.inner.call(req));
         }
         let flight = self.flight.clone();
@@ -138,8 +139,8 @@ fn frames(batches: Batches) -> Pin<Box<dyn Stream<Item = FrameResult> + Send>> {
         Ok(e) => e,
         Err(e) => return Box::pin(stream::iter([trailers(Err(QueryError::from(e).into()))])),
     };
-    let mut head = Frames::default();
-    head.message(&FlightData::from(SchemaAsIpc::new(&schema, &options)).data_header, Vec::new());
+    let mut head = Pieces::default();
+    message(&mut head, &FlightData::from(SchemaAsIpc::new(&schema, &options)).data_header, Vec::new());
     let head = stream::iter(head.finish().into_iter().map(data));
 
     struct State {
@@ -186,18 +187,18 @@ fn encode_batch(encoder: &mut StreamEncoder, batch: &RecordBatch) -> Result<Vec<
         }
         return Ok(out);
     }
-    let mut frames = Frames::default();
+    let mut out = Pieces::default();
     for (header, body) in messages {
-        frames.message(&header, body);
+        message(&mut out, &header, body);
     }
-    Ok(frames.finish())
+    Ok(out.finish())
 }
 
 /// Split `StreamEncoder` output (IPC stream format: `0xFFFFFFFF`, metadata length,
 /// metadata, body) into `(metadata, body pieces)` per record batch. The stream's schema
 /// message is dropped: it was sent once, first, as Flight expects.
 fn ipc_messages(buffers: Vec<Buffer>) -> Result<Vec<(Bytes, Vec<Bytes>)>, Status> {
-    let mut cursor = Cursor { pieces: buffers.into_iter().map(owned_bytes).collect() };
+    let mut cursor = Cursor { pieces: buffers.into_iter().map(buffer_bytes).collect() };
     let mut out = Vec::new();
     while cursor.remaining() > 0 {
         let mut len = cursor.read_u32()?;
@@ -216,16 +217,6 @@ fn ipc_messages(buffers: Vec<Buffer>) -> Result<Vec<(Bytes, Vec<Bytes>)>, Status
         }
     }
     Ok(out)
-}
-
-fn owned_bytes(buffer: Buffer) -> Bytes {
-    struct Owned(Buffer);
-    impl AsRef<[u8]> for Owned {
-        fn as_ref(&self) -> &[u8] {
-            self.0.as_slice()
-        }
-    }
-    Bytes::from_owner(Owned(buffer))
 }
 
 /// Reads across a list of byte pieces without joining them.
@@ -259,50 +250,25 @@ impl Cursor {
     }
 }
 
-/// gRPC data under construction: small pieces are copied into `pending`, large ones are
-/// sent as they are.
-#[derive(Default)]
-struct Frames {
-    pending: BytesMut,
-    out: Vec<Bytes>,
-}
-
-impl Frames {
-    /// One `FlightData { data_header, data_body }` as a length-prefixed gRPC message.
-    fn message(&mut self, header: &[u8], body: Vec<Bytes>) {
-        let body_len: usize = body.iter().map(Bytes::len).sum();
-        let mut proto_len = 1 + varint_len(header.len()) + header.len();
-        if body_len > 0 {
-            proto_len += 2 + varint_len(body_len) + body_len;
-        }
-        self.pending.put_u8(0); // not compressed
-        self.pending.put_u32(proto_len as u32);
-        self.pending.put_u8(0x12); // field 2 (data_header), length-delimited
-        put_varint(&mut self.pending, header.len());
-        self.pending.put_slice(header);
-        if body_len > 0 {
-            self.pending.put_slice(&[0xC2, 0x3E]); // field 1000 (data_body), length-delimited
-            put_varint(&mut self.pending, body_len);
-        }
-        for piece in body {
-            if piece.len() < COPY_BELOW {
-                self.pending.put_slice(&piece);
-            } else {
-                self.flush();
-                self.out.push(piece);
-            }
-        }
+/// One `FlightData { data_header, data_body }` as a length-prefixed gRPC message.
+fn message(out: &mut Pieces, header: &[u8], body: Vec<Bytes>) {
+    let body_len: usize = body.iter().map(Bytes::len).sum();
+    let mut proto_len = 1 + varint_len(header.len()) + header.len();
+    if body_len > 0 {
+        proto_len += 2 + varint_len(body_len) + body_len;
     }
-
-    fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.out.push(self.pending.split().freeze());
-        }
+    let small = out.small();
+    small.put_u8(0); // not compressed
+    small.put_u32(proto_len as u32);
+    small.put_u8(0x12); // field 2 (data_header), length-delimited
+    put_varint(small, header.len());
+    small.put_slice(header);
+    if body_len > 0 {
+        small.put_slice(&[0xC2, 0x3E]); // field 1000 (data_body), length-delimited
+        put_varint(small, body_len);
     }
-
-    fn finish(mut self) -> Vec<Bytes> {
-        self.flush();
-        self.out
+    for piece in body {
+        out.push(piece);
     }
 }
 

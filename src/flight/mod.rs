@@ -31,6 +31,7 @@ use arrow_flight::sql::metadata::SqlInfoData;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Auth;
+use crate::config::FlightConfig;
 use crate::error::QueryError;
 use crate::http::AppState;
 use crate::query::Source;
@@ -82,10 +83,11 @@ impl FletchFlight {
 
 /// Bind `listen` now (so the address is known, port 0 works) and serve on a dedicated
 /// runtime thread until the process exits.
-pub fn start(listen: &str, app: &AppState, threads: usize) -> Result<SocketAddr, std::io::Error> {
+pub fn start(config: &FlightConfig, app: &AppState, threads: usize) -> Result<SocketAddr, std::io::Error> {
+    let direct_do_get = config.direct_do_get;
     let service = FletchFlight::new(app).map_err(|e| std::io::Error::other(e.to_string()))?;
     let auth: Arc<Auth> = app.auth.clone();
-    let listener = std::net::TcpListener::bind(listen)?;
+    let listener = std::net::TcpListener::bind(&config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +106,8 @@ pub fn start(listen: &str, app: &AppState, threads: usize) -> Result<SocketAddr,
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             // Auth first, then `DoGet` framed by `do_get`, then tonic for everything else.
-            let svc = InterceptedService::new(do_get::DoGetRoute::new(server, service), move |req| auth.grpc(req));
+            let routed = do_get::DoGetRoute::new(server, service, direct_do_get);
+            let svc = InterceptedService::new(routed, move |req| auth.grpc(req));
             if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "Flight server stopped");
             }

@@ -115,10 +115,19 @@ pub fn stream_response(
     let body = stream::once(async move { Ok(first) })
         .chain(rest)
         .map(move |b| enc.lock().expect("encoder lock").batch(&b?))
+        .flat_map(|chunks| stream::iter(split_results(chunks)))
         .chain(stream::once(async move { encoder.lock().expect("encoder lock").finish(&schema) }))
         .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
         .map(log_stream_error);
     Ok(HttpResponse::Ok().content_type(format.content_type()).streaming(body))
+}
+
+/// Each chunk of a batch as its own body item (an error stays one item).
+fn split_results(chunks: Result<Vec<bytes::Bytes>, QueryError>) -> Vec<Result<bytes::Bytes, QueryError>> {
+    match chunks {
+        Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    }
 }
 
 pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
