@@ -10,6 +10,8 @@
 #   scripts/bench.sh export SOURCE FORMAT [LIMIT] [asc|desc]  one streamed export (default
 #                                         oldest first): rows/s and fletch peak RSS
 #   scripts/bench.sh flight               Flight do_get of each source + Flight SQL aggregate latency
+#   scripts/bench.sh flight-ab [RUNS]     hdfs do_get, alternating a default server and one with
+#                                         flight.direct_do_get=false: rows/s, fletch CPU-seconds
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -152,6 +154,29 @@ cmd_flight() {
     log "fletch peak RSS: $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
 }
 
+cmd_flight_ab() {
+    local runs="${1:-4}" cpu_before
+    cmd_serve
+    local direct; direct="$(cat "$BENCH_DIR/server.pid")"
+    "$FLETCH" serve --pg-url "$(pg_url)" --parquet-url "$PARQUET_URL" --http-listen 127.0.0.1:0 \
+        --flight-listen 127.0.0.1:18091 --set flight.direct_do_get=false \
+        > "$BENCH_DIR/server-tonic.out" 2> "$BENCH_DIR/server-tonic.log" &
+    local tonic=$!
+    sleep 12 # both servers build their rollups before the first run
+    cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+    for i in $(seq 1 "$runs"); do
+        for v in "direct $direct 18081" "tonic $tonic 18091"; do
+            set -- $v
+            cpu_before=$(cpu "$2")
+            printf '%s run %d: ' "$1" "$i"
+            "$FLETCH_CACHE/venv/bin/python" scripts/bench_doget.py "grpc://127.0.0.1:$3"
+            awk -v a="$cpu_before" -v b="$(cpu "$2")" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
+        done
+    done
+    log "peak RSS: direct $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$direct/status") MB, tonic $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$tonic/status") MB"
+    kill "$tonic"
+}
+
 cmd_stop() {
     cmd_stop_server
     bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
@@ -159,5 +184,6 @@ cmd_stop() {
 
 case "${1:-}" in
     data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
-    *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    flight-ab) shift; cmd_flight_ab "$@" ;;
+    *) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
