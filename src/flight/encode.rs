@@ -29,7 +29,7 @@ impl Batches {
         Self { first: RecordBatch::new_empty(batch.schema()), rest: Box::pin(futures::stream::iter([Ok(batch)])) }
     }
 
-    /// The schema message, then every non-empty batch.
+    /// Every batch that has rows, `first` included; encoders take the schema from `first`.
     pub fn non_empty(self) -> impl Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static {
         futures::stream::once(async move { Ok(self.first) })
             .chain(self.rest)
