@@ -112,7 +112,7 @@ impl Encoder {
                 Ok(format!("{header}\n").into())
             }
             Encoder::Arrow { writer } => match writer.take() {
-                Some(w) => Ok(w.finish()?.iter().flat_map(|b| b.as_slice().iter().copied()).collect::<Vec<u8>>().into()),
+                Some(w) => Ok(w.finish()?.iter().map(|b| b.as_slice()).collect::<Vec<_>>().concat().into()),
                 None => Ok(Bytes::new()),
             },
         }

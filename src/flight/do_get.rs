@@ -258,8 +258,7 @@ fn message(out: &mut Pieces, header: &[u8], body: Vec<Bytes>) {
         proto_len += 2 + varint_len(body_len) + body_len;
     }
     let small = out.small();
-    small.put_u8(0); // not compressed
-    small.put_u32(proto_len as u32);
+    put_grpc_prefix(small, proto_len);
     small.put_u8(0x12); // field 2 (data_header), length-delimited
     put_varint(small, header.len());
     small.put_slice(header);
@@ -270,6 +269,12 @@ fn message(out: &mut Pieces, header: &[u8], body: Vec<Bytes>) {
     for piece in body {
         out.push(piece);
     }
+}
+
+/// gRPC's message prefix: not compressed, then the message length (big-endian).
+fn put_grpc_prefix(buf: &mut BytesMut, message_len: usize) {
+    buf.put_u8(0);
+    buf.put_u32(message_len as u32);
 }
 
 fn varint_len(mut v: usize) -> usize {
@@ -324,8 +329,7 @@ fn encoded_by_arrow_flight(batches: Batches) -> impl Stream<Item = FrameResult> 
             Some(Ok(fd)) => {
                 let proto = fd.encode_to_vec();
                 let mut buf = BytesMut::with_capacity(5 + proto.len());
-                buf.put_u8(0);
-                buf.put_u32(proto.len() as u32);
+                put_grpc_prefix(&mut buf, proto.len());
                 buf.put_slice(&proto);
                 Some((data(buf.freeze()), Some(messages)))
             }

@@ -180,23 +180,23 @@ impl SqlEngine {
             let (plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
             let permits = admit(admission, &sources).await?;
             let schema = wire::wire_schema(&plan.schema());
-            if let Some(pushed) = push_to_postgres(pg.as_ref(), &logical, schema.clone()).await {
-                if let Some(m) = &metrics {
-                    m.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
+            let results: BatchStream = match push_to_postgres(pg.as_ref(), &logical, schema.clone()).await {
+                Some(pushed) => {
+                    if let Some(m) = &metrics {
+                        m.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
+                    }
+                    pushed
                 }
-                let first = RecordBatch::new_empty(schema);
-                let rest = pushed.map(move |b| {
-                    let _held = &permits;
-                    b
-                });
-                return Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream);
-            }
-            let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
-            let schema = wire::wire_schema(&results.schema());
-            let first = RecordBatch::new_empty(schema.clone());
+                None => {
+                    let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
+                    let schema = schema.clone();
+                    Box::pin(results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema))))
+                }
+            };
+            let first = RecordBatch::new_empty(schema);
             let rest = results.map(move |b| {
                 let _held = &permits;
-                b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema))
+                b
             });
             Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream)
         })
