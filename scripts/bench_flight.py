@@ -3,7 +3,6 @@
 do_get of a whole source (rows/s, batches streamed, never held whole by this client), and
 Flight SQL latency of a filtered aggregate on each source (median of N runs).
 """
-import json
 import statistics
 import sys
 import time
@@ -11,17 +10,13 @@ import time
 import pyarrow.flight as flight
 from adbc_driver_flightsql import dbapi
 
+from bench_doget import timed_do_get
+
 addr = sys.argv[1] if len(sys.argv) > 1 else "grpc://127.0.0.1:18081"
 client = flight.connect(addr)
 
 for source in ("hdfs", "postgres"):
-    ticket = flight.Ticket(json.dumps({"source": source, "kind": "export", "params": {"order_dir": "asc"}}).encode())
-    t = time.perf_counter()
-    rows = 0
-    for chunk in client.do_get(ticket):
-        rows += chunk.data.num_rows
-    dt = time.perf_counter() - t
-    print(f"flight do_get {source} export: {rows} rows in {dt:.2f} s = {rows / dt:,.0f} rows/s")
+    print(f"flight do_get {source} export: {timed_do_get(client, source)}")
 
 with dbapi.connect(addr) as conn:
     for source in ("hdfs", "postgres"):
