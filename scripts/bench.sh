@@ -12,6 +12,10 @@
 #   scripts/bench.sh flight               Flight do_get of each source + Flight SQL aggregate latency
 #   scripts/bench.sh flight-ab [RUNS]     hdfs do_get, alternating a default server and one with
 #                                         flight.direct_do_get=false: rows/s, fletch CPU-seconds
+#   scripts/bench.sh flight-floor [RUNS]  what an hdfs do_get costs at the least on this machine:
+#                                         decoding the archive alone, moving its bytes over
+#                                         loopback TCP alone, then do_get with pyarrow and with
+#                                         a Rust client (rows/s, fletch and client CPU-seconds)
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -36,7 +40,7 @@ BASE="http://127.0.0.1:$PORT"
 mkdir -p "$BENCH_DIR"
 
 build() {
-    cargo build --release --bin fletch >&2
+    cargo build --release --bin fletch --example flight_do_get --example decode_archive >&2
     go -C tools/loadgen build -o "$BENCH_DIR/loadgen" . >&2
 }
 
@@ -177,6 +181,30 @@ cmd_flight_ab() {
     kill "$tonic"
 }
 
+cmd_flight_floor() {
+    local runs="${1:-3}" pid cpu_before bytes
+    build
+    cmd_serve
+    pid="$(cat "$BENCH_DIR/server.pid")"
+    sleep 12 # rollups are built in the background after start; let them finish first
+    cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat"; }
+    [[ "$PARQUET_URL" == file://* ]] || die "flight-floor decodes a local archive (BENCH_PARQUET_URL=file://...)"
+    "$CARGO_TARGET_DIR/release/examples/decode_archive" "${PARQUET_URL#file://}" 2
+    bytes=$(curl -s "$BASE/api/query/hdfs/logs/export?format=arrow" | wc -c)
+    python3 scripts/bench_loopback.py "$bytes"
+    for i in $(seq 1 "$runs"); do
+        cpu_before=$(cpu)
+        printf 'pyarrow do_get run %d: ' "$i"
+        "$FLETCH_CACHE/venv/bin/python" scripts/bench_doget.py "grpc://${BENCH_FLIGHT:-127.0.0.1:18081}"
+        awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
+        cpu_before=$(cpu)
+        printf 'Rust do_get run %d: ' "$i"
+        "$CARGO_TARGET_DIR/release/examples/flight_do_get" "http://${BENCH_FLIGHT:-127.0.0.1:18081}" | tr -d '\n'
+        awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
+    done
+    log "fletch peak RSS: $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
+}
+
 cmd_stop() {
     cmd_stop_server
     bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
@@ -185,5 +213,6 @@ cmd_stop() {
 case "${1:-}" in
     data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
     flight-ab) shift; cmd_flight_ab "$@" ;;
-    *) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    flight-floor) shift; cmd_flight_floor "$@" ;;
+    *) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
