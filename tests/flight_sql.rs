@@ -18,7 +18,6 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use arrow_flight::{FlightClient, FlightDescriptor, FlightInfo, Ticket};
 use common::*;
-use fletch::config::Config;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
@@ -26,19 +25,14 @@ const BOTH: u64 = 20_000;
 const PG_ONLY: u64 = 40_000;
 const TOKEN: &str = "t0ken-for-tests";
 
-struct Server {
-    http: SocketAddr,
-    flight: SocketAddr,
-}
-
 struct Env {
     pg_url: String,
-    open: Server,
-    locked: Server,
+    open: TestServer,
+    locked: TestServer,
     /// One export permit per source and a short queue budget.
-    tight: Server,
+    tight: TestServer,
     /// `[flight] direct_do_get = false`: DoGet through tonic's generic encoder.
-    via_tonic: Server,
+    via_tonic: TestServer,
 }
 
 fn env() -> &'static Env {
@@ -63,19 +57,13 @@ fn env() -> &'static Env {
 
 /// A fresh database and Parquet directory with the rows described in the module docs.
 fn load_data() -> (String, String) {
-    let base = pg_url();
-    let db = "fletch_flight_sql";
-    let url = format!("{}/{db}", &base[..base.rfind('/').expect("URL with a database")]);
+    let url = empty_database("flight_sql");
     let dir = std::env::temp_dir().join("fletch-flight-sql-parquet");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let parquet_url = format!("file://{}", dir.display());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
-        tokio::spawn(conn);
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
-        client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
         let both = fletch::load::LoadOptions {
             pg_url: Some(url.clone()),
             parquet_url: Some(parquet_url.clone()),
@@ -91,26 +79,6 @@ fn load_data() -> (String, String) {
         assert_eq!(r.pg_total, Some((BOTH + PG_ONLY) as i64));
     });
     (url, parquet_url)
-}
-
-fn boot_with_flight(mut config: Config) -> Server {
-    config.http.listen = "127.0.0.1:0".into();
-    config.flight.listen = "127.0.0.1:0".into();
-    config.http.workers = 2;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            match fletch::server::start(config).await {
-                Ok(running) => {
-                    tx.send(Ok((running.http_addr, running.flight_addr))).unwrap();
-                    let _ = running.server.await;
-                }
-                Err(e) => tx.send(Err(e.to_string())).unwrap(),
-            }
-        })
-    });
-    let (http, flight) = rx.recv_timeout(Duration::from_secs(30)).expect("server start").expect("server start");
-    Server { http, flight: flight.expect("flight enabled") }
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -170,7 +138,7 @@ fn assert_logs_schema(schema: &Schema) {
 #[tokio::test]
 async fn list_info_schema_and_do_get_by_path() {
     let e = env();
-    let mut c = flight(e.open.flight).await;
+    let mut c = flight(e.open.flight()).await;
     let infos: Vec<FlightInfo> = c.list_flights(bytes::Bytes::new()).await.unwrap().try_collect().await.unwrap();
     let names: Vec<String> = infos.iter().map(|i| i.flight_descriptor.as_ref().unwrap().path.join(".")).collect();
     assert_eq!(names, vec!["postgres.logs", "hdfs.logs"]);
@@ -190,7 +158,7 @@ async fn list_info_schema_and_do_get_by_path() {
 #[tokio::test]
 async fn json_tickets_are_the_http_queries() {
     let e = env();
-    let mut c = flight(e.open.flight).await;
+    let mut c = flight(e.open.flight()).await;
     // A page with filters: same validation and semantics as /api/query/postgres/logs.
     let cmd = r#"{"source":"postgres","kind":"logs","params":{"level":"ERROR","service":"api-gateway","limit":50}}"#;
     let info = c.get_flight_info(FlightDescriptor::new_cmd(cmd)).await.unwrap();
@@ -224,7 +192,7 @@ async fn json_tickets_are_the_http_queries() {
 #[tokio::test]
 async fn bad_tickets_are_invalid_argument_naming_the_parameter() {
     let e = env();
-    let mut c = flight(e.open.flight).await;
+    let mut c = flight(e.open.flight()).await;
     for (ticket, needle) in [
         (r#"{"source":"hdfs","kind":"aggregate","params":{"group_by":"color"}}"#, "group_by"),
         (r#"{"source":"postgres","kind":"logs","params":{"limit":"20000"}}"#, "limit"),
@@ -250,7 +218,7 @@ async fn bad_tickets_are_invalid_argument_naming_the_parameter() {
 #[tokio::test]
 async fn direct_do_get_matches_tonic_encoding() {
     let e = env();
-    let (mut direct, mut tonic) = (flight(e.open.flight).await, flight(e.via_tonic.flight).await);
+    let (mut direct, mut tonic) = (flight(e.open.flight()).await, flight(e.via_tonic.flight()).await);
     for ticket in [
         r#"{"source":"hdfs","kind":"export","params":{"order_dir":"asc"}}"#,
         r#"{"source":"postgres","kind":"logs","params":{"level":"ERROR","limit":"500"}}"#,
@@ -270,14 +238,14 @@ async fn direct_do_get_matches_tonic_encoding() {
 #[tokio::test]
 async fn statement_queries_on_both_sources() {
     let e = env();
-    let (_, b) = sql_rows(e.open.flight, "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND id > 100").await;
+    let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND id > 100").await;
     let want = sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR' AND id > 100").await;
     assert_eq!(single_i64(&b), want);
-    let (_, b) = sql_rows(e.open.flight, "SELECT count(*) FROM hdfs.logs WHERE level = 'ERROR'").await;
+    let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM hdfs.logs WHERE level = 'ERROR'").await;
     let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND id <= {BOTH}")).await;
     assert_eq!(single_i64(&b), want);
     // Rows, tz-less timestamps and a limit pushed to PostgreSQL.
-    let (schema, b) = sql_rows(e.open.flight, r#"SELECT id, "timestamp", created_at, metadata FROM postgres.logs WHERE service = 'order-service' LIMIT 7"#).await;
+    let (schema, b) = sql_rows(e.open.flight(), r#"SELECT id, "timestamp", created_at, metadata FROM postgres.logs WHERE service = 'order-service' LIMIT 7"#).await;
     assert_eq!(rows(&b), 7);
     assert_eq!(schema.field(2).data_type(), &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None));
     assert_eq!(schema.field(3).data_type(), &DataType::Utf8);
@@ -288,14 +256,14 @@ async fn join_across_sources_matches_postgres() {
     let e = env();
     let sql = "SELECT count(*) FROM postgres.logs p JOIN hdfs.logs h ON p.id = h.id \
                WHERE p.level = 'ERROR' AND h.service = p.service";
-    let (_, b) = sql_rows(e.open.flight, sql).await;
+    let (_, b) = sql_rows(e.open.flight(), sql).await;
     let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND id <= {BOTH}")).await;
     assert!(want > 0);
     assert_eq!(single_i64(&b), want);
 }
 
 /// `fletch_source_executions_total{source="postgres",kind="sql_pushdown"}`.
-async fn pushdowns(srv: &Server) -> f64 {
+async fn pushdowns(srv: &TestServer) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", srv.http)).await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("fletch_source_executions_total{source=\"postgres\",kind=\"sql_pushdown\"} "))
@@ -310,7 +278,7 @@ async fn aggregates_over_postgres_run_in_postgres() {
     // columns keep the names and types DataFusion planned.
     let before = pushdowns(&e.open).await;
     let sql = "SELECT service, count(*) AS n, max(\"timestamp\") FROM postgres.logs WHERE level = 'ERROR' GROUP BY service ORDER BY n DESC, service";
-    let (schema, b) = sql_rows(e.open.flight, sql).await;
+    let (schema, b) = sql_rows(e.open.flight(), sql).await;
     assert_eq!(pushdowns(&e.open).await, before + 1.0, "the aggregate was not pushed down");
     assert_eq!(schema.field(0).name(), "service");
     assert_eq!(schema.field(1).name(), "n");
@@ -333,12 +301,12 @@ async fn aggregates_over_postgres_run_in_postgres() {
     // PostgreSQL's sum(bigint) is numeric, which does not map: DataFusion answers instead,
     // with the same result.
     let before = pushdowns(&e.open).await;
-    let (_, b) = sql_rows(e.open.flight, "SELECT sum(id) FROM postgres.logs WHERE id <= 1000").await;
+    let (_, b) = sql_rows(e.open.flight(), "SELECT sum(id) FROM postgres.logs WHERE id <= 1000").await;
     assert_eq!(pushdowns(&e.open).await, before, "numeric result must fall back to DataFusion");
     assert_eq!(single_i64(&b), 500_500);
     // Scans without aggregates stay with the table provider.
     let before = pushdowns(&e.open).await;
-    let (_, b) = sql_rows(e.open.flight, "SELECT id FROM postgres.logs WHERE id <= 10").await;
+    let (_, b) = sql_rows(e.open.flight(), "SELECT id FROM postgres.logs WHERE id <= 10").await;
     assert_eq!(rows(&b), 10);
     assert_eq!(pushdowns(&e.open).await, before);
 }
@@ -352,7 +320,7 @@ async fn zero_rows_still_send_the_schema() {
         "SELECT id, level, created_at FROM postgres.logs WHERE level = 'NOPE'",
         "SELECT id, level, created_at FROM hdfs.logs WHERE level = 'NOPE'",
     ] {
-        let (schema, b) = sql_rows(e.open.flight, sql).await;
+        let (schema, b) = sql_rows(e.open.flight(), sql).await;
         assert_eq!(rows(&b), 0, "{sql}");
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["id", "level", "created_at"], "{sql}");
@@ -362,7 +330,7 @@ async fn zero_rows_still_send_the_schema() {
 #[tokio::test]
 async fn prepared_statements_with_and_without_parameters() {
     let e = env();
-    let mut c = flight_sql(e.open.flight).await;
+    let mut c = flight_sql(e.open.flight()).await;
     let mut p = c.prepare("SELECT id, level FROM postgres.logs ORDER BY id LIMIT 5".into(), None).await.unwrap();
     let names: Vec<String> = p.dataset_schema().unwrap().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["id", "level"], "dataset schema must be filled in (JDBC reads an empty one as an update)");
@@ -389,7 +357,7 @@ async fn prepared_statements_with_and_without_parameters() {
 #[tokio::test]
 async fn catalog_calls_describe_both_sources() {
     let e = env();
-    let mut c = flight_sql(e.open.flight).await;
+    let mut c = flight_sql(e.open.flight()).await;
     let info = c.get_catalogs().await.unwrap();
     let (_, b) = fetch_sql(&mut c, info).await;
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "fletch");
@@ -436,16 +404,16 @@ async fn exact_filters_and_limits_are_pushed_to_postgres() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let (_, b) = sql_rows(e.open.flight, &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND id >= 10 LIMIT 3")).await;
+    let (_, b) = sql_rows(e.open.flight(), &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND id >= 10 LIMIT 3")).await;
     let p = text(&b);
     assert!(!p.contains("FilterExec"), "exact filters must not be re-applied:\n{p}");
     assert!(p.lines().any(|l| l.contains("TableScan: postgres.logs") && l.contains("full_filters=")), "filters must be exact:\n{p}");
     assert!(p.lines().any(|l| l.contains("StreamingTableExec") && l.contains("fetch=3")), "limit must reach the scan:\n{p}");
-    let (_, b) = sql_rows(e.open.flight, &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%timeout%'")).await;
+    let (_, b) = sql_rows(e.open.flight(), &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%timeout%'")).await;
     let p = text(&b);
     assert!(p.contains("FilterExec"), "LIKE is not pushed, DataFusion must filter:\n{p}");
     // And the answers are right in both cases.
-    let (_, b) = sql_rows(e.open.flight, "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5").await;
+    let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5").await;
     let want = sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5").await;
     assert_eq!(single_i64(&b), want);
 }
@@ -453,7 +421,7 @@ async fn exact_filters_and_limits_are_pushed_to_postgres() {
 #[tokio::test]
 async fn sql_errors_are_invalid_argument() {
     let e = env();
-    let mut c = flight_sql(e.open.flight).await;
+    let mut c = flight_sql(e.open.flight()).await;
     for sql in ["SELEC 1", "SELECT nope FROM postgres.logs", "SELECT * FROM logs", "DROP TABLE postgres.logs"] {
         let err = c.execute(sql.into(), None).await.expect_err(sql);
         assert!(err.to_string().contains("InvalidArgument") || err.to_string().contains("invalid argument"), "{sql}: {err}");
@@ -463,7 +431,7 @@ async fn sql_errors_are_invalid_argument() {
 #[tokio::test]
 async fn dropping_a_stream_cancels_the_postgres_query() {
     let e = env();
-    let mut c = flight_sql(e.open.flight).await;
+    let mut c = flight_sql(e.open.flight()).await;
     // The scan fletch sends for `SELECT *` (see sql::pg_table).
     let active = || async {
         let q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fletch' AND state = 'active' \
@@ -491,7 +459,7 @@ async fn dropping_a_stream_cancels_the_postgres_query() {
     }
 }
 
-async fn post_sql(srv: &Server, body: serde_json::Value, accept: Option<&str>, token: Option<&str>) -> reqwest::Response {
+async fn post_sql(srv: &TestServer, body: serde_json::Value, accept: Option<&str>, token: Option<&str>) -> reqwest::Response {
     let mut req = reqwest::Client::new().post(format!("http://{}/api/sql", srv.http)).json(&body);
     if let Some(a) = accept {
         req = req.header("Accept", a);
@@ -582,13 +550,13 @@ async fn auth_off_by_default_and_enforced_with_tokens() {
     assert_eq!(post_sql(&e.locked, serde_json::json!({"sql": "SELECT 1"}), None, Some(TOKEN)).await.status(), 200);
 
     // Locked server, Flight: UNAUTHENTICATED without a token, handshake → bearer → calls work.
-    let mut c = flight(e.locked.flight).await;
+    let mut c = flight(e.locked.flight()).await;
     let err = c.list_flights(bytes::Bytes::new()).await.err().expect("must be rejected");
     match err {
         arrow_flight::error::FlightError::Tonic(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
         other => panic!("{other}"),
     }
-    let mut s = flight_sql(e.locked.flight).await;
+    let mut s = flight_sql(e.locked.flight()).await;
     assert!(s.handshake("spark", "not-the-token").await.is_err());
     s.handshake("spark", TOKEN).await.expect("handshake");
     assert_eq!(s.token().map(String::as_str), Some(TOKEN));
@@ -600,13 +568,13 @@ async fn auth_off_by_default_and_enforced_with_tokens() {
 #[tokio::test]
 async fn sql_queries_take_admission_permits_per_source() {
     let e = env();
-    let mut c = flight_sql(e.tight.flight).await;
+    let mut c = flight_sql(e.tight.flight()).await;
     // A reader that holds the only postgres permit while it does not read.
     let info = c.execute("SELECT * FROM postgres.logs".into(), None).await.unwrap();
     let mut held = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
     assert!(held.try_next().await.unwrap().is_some());
 
-    let mut other = flight(e.tight.flight).await;
+    let mut other = flight(e.tight.flight()).await;
     let mut busy = async |sql: &str| {
         let t = Ticket::new(serde_json::json!({"sql": sql}).to_string());
         match other.do_get(t).await {

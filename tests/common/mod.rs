@@ -89,6 +89,8 @@ fn database_with_rows_blocking(name: &str, rows: u64) -> String {
 
 pub struct TestServer {
     pub http: SocketAddr,
+    /// The Flight port, when booted with [`boot_with_flight`].
+    pub flight_addr: Option<SocketAddr>,
     pub metrics: std::sync::Arc<fletch::metrics::Metrics>,
 }
 
@@ -96,31 +98,42 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
+
+    #[allow(dead_code)] // not every test binary speaks Flight
+    pub fn flight(&self) -> SocketAddr {
+        self.flight_addr.expect("server booted with Flight")
+    }
 }
 
-/// Boot the real server on port 0 with `config` and return its address.
+/// Boot the real server on port 0 with `config` (Flight off) and return its address.
 pub fn boot(config: Config) -> TestServer {
-    off_runtime(|| boot_blocking(config))
+    off_runtime(|| boot_blocking(config, false))
 }
 
-fn boot_blocking(mut config: Config) -> TestServer {
+/// [`boot`], with Flight on its own port 0 too.
+#[allow(dead_code)]
+pub fn boot_with_flight(config: Config) -> TestServer {
+    off_runtime(|| boot_blocking(config, true))
+}
+
+fn boot_blocking(mut config: Config, flight: bool) -> TestServer {
     config.http.listen = "127.0.0.1:0".into();
-    config.flight.listen = String::new();
+    config.flight.listen = if flight { "127.0.0.1:0".into() } else { String::new() };
     config.http.workers = 2;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             match fletch::server::start(config).await {
                 Ok(running) => {
-                    tx.send(Ok((running.http_addr, running.metrics.clone()))).unwrap();
+                    tx.send(Ok((running.http_addr, running.flight_addr, running.metrics.clone()))).unwrap();
                     let _ = running.server.await;
                 }
                 Err(e) => tx.send(Err(e.to_string())).unwrap(),
             }
         })
     });
-    let (http, metrics) = rx.recv_timeout(Duration::from_secs(30)).expect("server start").expect("server start");
-    TestServer { http, metrics }
+    let (http, flight_addr, metrics) = rx.recv_timeout(Duration::from_secs(30)).expect("server start").expect("server start");
+    TestServer { http, flight_addr, metrics }
 }
 
 pub fn pg_config(url: &str) -> Config {
@@ -170,7 +183,7 @@ pub fn minidfs_ctl(path: &str) {
 
 /// A fresh database and a Parquet directory holding the same `rows` rows.
 pub fn postgres_and_parquet(name: &str, rows: u64, parquet_url: &str, file_rows: u64) -> String {
-    let url = database_with_rows_blocking_empty(name);
+    let url = empty_database(name);
     let opts = fletch::load::LoadOptions {
         pg_url: Some(url.clone()),
         parquet_url: Some(parquet_url.to_string()),
@@ -188,7 +201,8 @@ pub fn postgres_and_parquet(name: &str, rows: u64, parquet_url: &str, file_rows:
     url
 }
 
-fn database_with_rows_blocking_empty(name: &str) -> String {
+/// A fresh, empty database `fletch_{name}` on the test cluster; returns its URL.
+pub fn empty_database(name: &str) -> String {
     let base = pg_url();
     let db = format!("fletch_{name}");
     let url = format!("{}/{db}", &base[..base.rfind('/').expect("URL has a database")]);
