@@ -176,3 +176,68 @@ async fn hdfs_parquet_agrees_with_postgres() {
     agrees_with_postgres(f).await;
     newest_rows_are_pruned(f).await;
 }
+
+/// Rows whose labels are NULL: a few hundred added to both stores after a normal load.
+/// Their file gets a rollup in the background, and a `start_time` inside it forces a scan
+/// of it, so both ways of counting on Parquet are compared with PostgreSQL.
+#[tokio::test]
+async fn null_labels_group_alike_on_both_sources() {
+    const NULLS: i64 = 300;
+    let dir = std::env::temp_dir().join(format!("fletch-test-null-labels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = postgres_and_parquet("null_labels", 2_000, &format!("file://{}", dir.display()), 1_000);
+    let t0 = 2_000_000_000.0; // after every generated row
+    off_runtime(|| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let sql = format!(
+                "INSERT INTO logs (id, \"timestamp\", level, service, host, message, metadata, created_at) \
+                 SELECT 1000000 + i, {t0} + i, CASE WHEN i % 3 = 0 THEN NULL ELSE 'WARN' END, NULL, \
+                 CASE WHEN i % 2 = 0 THEN NULL ELSE 'worker-9' END, 'm', '{{}}', now() \
+                 FROM generate_series(0, {}) AS i",
+                NULLS - 1
+            );
+            // fletch's loader declares the labels NOT NULL; a pipeline's table may not.
+            client
+                .batch_execute("ALTER TABLE logs ALTER level DROP NOT NULL, ALTER service DROP NOT NULL, ALTER host DROP NOT NULL")
+                .await
+                .unwrap();
+            client.batch_execute(&sql).await.unwrap();
+        })
+    });
+    write_null_label_file(&dir.join("nulls.parquet"), t0, NULLS);
+    let mut cfg = pg_config(&pg);
+    cfg.parquet.url = format!("file://{}", dir.display());
+    cfg.cache.ttl_ms = 0;
+    let srv = boot(cfg);
+    let mid = t0 + (NULLS / 2) as f64;
+    for q in ["group_by=service", "group_by=level", "group_by=host", &format!("group_by=host&start_time={mid}")] {
+        let path = format!("/logs/aggregate?{q}");
+        same_groups(&srv, &path).await;
+        let g = groups(&srv, &format!("/api/query/hdfs{path}")).await;
+        assert!(g.iter().any(|(k, n)| k == "null" && *n > 0), "{q}: no `null` group in {g:?}");
+    }
+}
+
+/// The NULL-label rows of the test above as one Parquet file (ids and times as inserted).
+fn write_null_label_file(path: &std::path::Path, t0: f64, rows: i64) {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    let label = |every: i64, value: &str| -> ArrayRef {
+        std::sync::Arc::new(StringArray::from_iter((0..rows).map(|i| (i % every != 0).then_some(value))))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(Int64Array::from_iter_values((0..rows).map(|i| 1_000_000 + i))),
+        std::sync::Arc::new(Float64Array::from_iter_values((0..rows).map(|i| t0 + i as f64))),
+        label(3, "WARN"),
+        std::sync::Arc::new(StringArray::from(vec![None::<&str>; rows as usize])),
+        label(2, "worker-9"),
+        std::sync::Arc::new(StringArray::from(vec!["m"; rows as usize])),
+        std::sync::Arc::new(StringArray::from(vec!["{}"; rows as usize])),
+        std::sync::Arc::new(TimestampMicrosecondArray::from(vec![0i64; rows as usize])),
+    ];
+    let batch = arrow::record_batch::RecordBatch::try_new(fletch::sources::logs_schema(), columns).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}

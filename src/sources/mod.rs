@@ -60,6 +60,16 @@ pub trait LogStore: Send + Sync {
     }
 }
 
+/// The `key` an aggregate gives rows whose label is NULL, the same on every source (the
+/// JSON shape has a string key; PostgreSQL and Parquet must not differ in it).
+pub const NULL_KEY: &str = "null";
+
+/// Aggregate groups in the order the API returns them on every source: count
+/// descending, then key (byte order, whatever the database's collation).
+pub fn sort_groups(groups: &mut [(String, i64)]) {
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+}
+
 /// The Arrow schema of `logs`, identical for every source.
 pub fn logs_schema() -> arrow::datatypes::SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};

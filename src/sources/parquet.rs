@@ -556,7 +556,8 @@ impl LogStore for ParquetSource {
                 let keys = keys.as_string::<i32>();
                 let counts = b.column(1).as_primitive::<Int64Type>();
                 for i in 0..b.num_rows() {
-                    *totals.entry(keys.value(i).to_string()).or_default() += counts.value(i);
+                    let key = if keys.is_null(i) { super::NULL_KEY } else { keys.value(i) };
+                    *totals.entry(key.to_string()).or_default() += counts.value(i);
                 }
             }
         }

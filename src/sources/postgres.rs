@@ -173,10 +173,12 @@ impl LogStore for PgSource {
             let keys = b.column(0).as_string::<i32>();
             let counts = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
-                let key = if keys.is_null(i) { "null".to_string() } else { keys.value(i).to_string() };
+                let key = if keys.is_null(i) { super::NULL_KEY } else { keys.value(i) }.to_string();
                 out.push((key, counts.value(i)));
             }
         }
+        // PostgreSQL sorted already, but ties follow its collation and NULLs go last.
+        super::sort_groups(&mut out);
         Ok(out)
     }
 

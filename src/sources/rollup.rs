@@ -116,7 +116,8 @@ fn labels_match(l: &Labels, f: &Filters) -> bool {
     })
 }
 
-/// Add `rows` into per-key totals for `group_by` (a missing label groups as "").
+/// Add `rows` into per-key totals for `group_by` (a missing label groups as
+/// [`super::NULL_KEY`], as on PostgreSQL).
 pub fn add_grouped(totals: &mut HashMap<String, i64>, rows: &[(Labels, i64)], group_by: GroupBy) {
     let i = match group_by {
         GroupBy::Level => 0,
@@ -124,14 +125,15 @@ pub fn add_grouped(totals: &mut HashMap<String, i64>, rows: &[(Labels, i64)], gr
         GroupBy::Host => 2,
     };
     for (labels, n) in rows {
-        *totals.entry(labels[i].clone().unwrap_or_default()).or_default() += n;
+        let key = labels[i].as_deref().unwrap_or(super::NULL_KEY);
+        *totals.entry(key.to_string()).or_default() += n;
     }
 }
 
 /// Totals sorted as the API returns them: count descending, then key.
 pub fn sorted(totals: HashMap<String, i64>) -> Vec<(String, i64)> {
     let mut v: Vec<_> = totals.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    super::sort_groups(&mut v);
     v
 }
 
@@ -177,6 +179,17 @@ mod tests {
         let outside = Filters { start_time: Some(100.0), ..Default::default() };
         let split = r.split(&files, &outside);
         assert!(split.summed.is_empty() && split.scan.is_empty());
+    }
+
+    #[test]
+    fn missing_labels_group_under_the_null_key() {
+        let rows = vec![([Some("INFO".into()), None, None], 2), (labels("INFO", "api", "h1"), 2), ([None, None, Some("h1".into())], 5)];
+        let mut totals = HashMap::new();
+        add_grouped(&mut totals, &rows, GroupBy::Service);
+        assert_eq!(sorted(totals), vec![(super::super::NULL_KEY.to_string(), 7), ("api".to_string(), 2)]);
+        let mut totals = HashMap::new();
+        add_grouped(&mut totals, &rows, GroupBy::Level);
+        assert_eq!(sorted(totals), vec![("null".to_string(), 5), ("INFO".to_string(), 4)]);
     }
 
     #[test]
