@@ -1,5 +1,5 @@
 //! A Flight client in Rust that times one `do_get` and drops the batches as they arrive:
-//! the second client of `scripts/bench.sh flight-clients`, beside pyarrow.
+//! the second client of `scripts/bench.sh flight-floor`, beside pyarrow.
 //!
 //! ```sh
 //! cargo run --release --example flight_do_get -- http://127.0.0.1:18081 \

@@ -186,7 +186,7 @@ mod tests {
         let rows = vec![([Some("INFO".into()), None, None], 2), (labels("INFO", "api", "h1"), 2), ([None, None, Some("h1".into())], 5)];
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &rows, GroupBy::Service);
-        assert_eq!(sorted(totals), vec![(super::super::NULL_KEY.to_string(), 7), ("api".to_string(), 2)]);
+        assert_eq!(sorted(totals), vec![("null".to_string(), 7), ("api".to_string(), 2)]);
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &rows, GroupBy::Level);
         assert_eq!(sorted(totals), vec![("null".to_string(), 5), ("INFO".to_string(), 4)]);
