@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -264,11 +264,58 @@ async fn join_across_sources_matches_postgres() {
 
 /// `fletch_source_executions_total{source="postgres",kind="sql_pushdown"}`.
 async fn pushdowns(srv: &TestServer) -> f64 {
+    executions(srv, "postgres", "sql_pushdown").await
+}
+
+/// `fletch_source_executions_total{source, kind}` of `srv`.
+async fn executions(srv: &TestServer, source: &str, kind: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", srv.http)).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("fletch_source_executions_total{source=\"postgres\",kind=\"sql_pushdown\"} "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+    let prefix = format!("fletch_source_executions_total{{source=\"{source}\",kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().parse().unwrap()).unwrap_or(0.0)
+}
+
+/// `(label, count)` rows of a two-column result, in order (NULL label as "NULL").
+fn label_counts(batches: &[RecordBatch]) -> Vec<(String, i64)> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let (k, n) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+            (0..b.num_rows()).map(move |i| (if k.is_valid(i) { k.value(i).to_string() } else { "NULL".into() }, n.value(i))).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn label_aggregates_over_hdfs_come_from_rollups() {
+    let e = env();
+    // hdfs.logs holds exactly the rows of postgres.logs with id <= BOTH.
+    let queries = [
+        ("service, count(*) AS n", "level = 'ERROR'", "GROUP BY service ORDER BY n DESC, service"),
+        ("level, count(1)", "", "GROUP BY level ORDER BY level"),
+        ("host, count(*)", "service = 'api-gateway' AND host = 'worker-1'", "GROUP BY host"),
+        ("service, count(*) AS n", "", "GROUP BY service HAVING count(*) > 1000 ORDER BY service"),
+        ("level, count(*)", "level = 'NOPE'", "GROUP BY level"),
+    ];
+    let before = executions(&e.open, "hdfs", "sql_rollup").await;
+    for (select, filter, rest) in queries {
+        let hdfs_where = if filter.is_empty() { String::new() } else { format!("WHERE {filter}") };
+        let pg_where = if filter.is_empty() { format!("WHERE id <= {BOTH}") } else { format!("WHERE id <= {BOTH} AND {filter}") };
+        let (schema, h) = sql_rows(e.open.flight(), &format!("SELECT {select} FROM hdfs.logs {hdfs_where} {rest}")).await;
+        let (_, p) = sql_rows(e.open.flight(), &format!("SELECT {select} FROM postgres.logs {pg_where} {rest}")).await;
+        assert_eq!(schema.field(1).data_type(), &DataType::Int64, "{select}");
+        assert_eq!(label_counts(&h), label_counts(&p), "{select} {filter} {rest}");
+    }
+    assert_eq!(executions(&e.open, "hdfs", "sql_rollup").await, before + queries.len() as f64, "answered from rollups");
+
+    // A time bound is left to the scan, with the same answer.
+    let before = executions(&e.open, "hdfs", "sql_rollup").await;
+    let bound = "\"timestamp\" >= 1735689700";
+    let (_, h) = sql_rows(e.open.flight(), &format!("SELECT level, count(*) FROM hdfs.logs WHERE {bound} GROUP BY level ORDER BY level")).await;
+    let (_, p) =
+        sql_rows(e.open.flight(), &format!("SELECT level, count(*) FROM postgres.logs WHERE id <= {BOTH} AND {bound} GROUP BY level ORDER BY level")).await;
+    assert!(!label_counts(&h).is_empty());
+    assert_eq!(label_counts(&h), label_counts(&p));
+    assert_eq!(executions(&e.open, "hdfs", "sql_rollup").await, before, "time bounds must scan");
 }
 
 #[tokio::test]

@@ -256,6 +256,34 @@ impl ParquetSource {
     }
 
     /// Rollup rows matching `filters` plus the files that still need a scan.
+    /// Row counts per value of `q.group_by` (NULL kept apart), from the rollups of files
+    /// wholly inside the time range and a scan of the others. Exact: the HTTP aggregate
+    /// and SQL's `GROUP BY … count(*)` over `hdfs.logs` are both answered from it.
+    pub async fn group_counts(&self, q: &AggregateQuery) -> Result<Vec<(Option<String>, i64)>, QueryError> {
+        let snap = self.snapshot().await?;
+        let split = self.split(&snap, &q.filters).await?;
+        let mut totals = std::collections::HashMap::new();
+        rollup::add_grouped(&mut totals, &split.summed, q.group_by);
+        if !split.scan.is_empty() {
+            let key = q.group_by.column();
+            let df = self
+                .files_frame(&split.scan, &q.filters)?
+                .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
+                .map_err(map_df_error)?;
+            let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
+            for b in batches {
+                let keys = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+                let keys = keys.as_string::<i32>();
+                let counts = b.column(1).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    let key = keys.is_valid(i).then(|| keys.value(i).to_string());
+                    *totals.entry(key).or_default() += counts.value(i);
+                }
+            }
+        }
+        Ok(totals.into_iter().collect())
+    }
+
     async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
         if let Err(e) = self.build_rollups(&snap.files).await {
             // Files without a rollup are scanned instead; a store that is down fails there.
@@ -540,26 +568,9 @@ impl LogStore for ParquetSource {
     }
 
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
-        let snap = self.snapshot().await?;
-        let split = self.split(&snap, &q.filters).await?;
         let mut totals = std::collections::HashMap::new();
-        rollup::add_grouped(&mut totals, &split.summed, q.group_by);
-        if !split.scan.is_empty() {
-            let key = q.group_by.column();
-            let df = self
-                .files_frame(&split.scan, &q.filters)?
-                .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
-                .map_err(map_df_error)?;
-            let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
-            for b in batches {
-                let keys = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
-                let keys = keys.as_string::<i32>();
-                let counts = b.column(1).as_primitive::<Int64Type>();
-                for i in 0..b.num_rows() {
-                    let key = if keys.is_null(i) { super::NULL_KEY } else { keys.value(i) };
-                    *totals.entry(key.to_string()).or_default() += counts.value(i);
-                }
-            }
+        for (key, n) in self.group_counts(q).await? {
+            *totals.entry(key.unwrap_or_else(|| super::NULL_KEY.to_string())).or_default() += n;
         }
         Ok(rollup::sorted(totals))
     }

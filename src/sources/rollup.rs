@@ -116,17 +116,15 @@ fn labels_match(l: &Labels, f: &Filters) -> bool {
     })
 }
 
-/// Add `rows` into per-key totals for `group_by` (a missing label groups as
-/// [`super::NULL_KEY`], as on PostgreSQL).
-pub fn add_grouped(totals: &mut HashMap<String, i64>, rows: &[(Labels, i64)], group_by: GroupBy) {
+/// Add `rows` into per-key totals for `group_by` (a missing label is the `None` key).
+pub fn add_grouped(totals: &mut HashMap<Option<String>, i64>, rows: &[(Labels, i64)], group_by: GroupBy) {
     let i = match group_by {
         GroupBy::Level => 0,
         GroupBy::Service => 1,
         GroupBy::Host => 2,
     };
     for (labels, n) in rows {
-        let key = labels[i].as_deref().unwrap_or(super::NULL_KEY);
-        *totals.entry(key.to_string()).or_default() += n;
+        *totals.entry(labels[i].clone()).or_default() += n;
     }
 }
 
@@ -173,7 +171,7 @@ mod tests {
         assert_eq!(split.summed.len(), 2, "b and c, ERROR rows only");
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &split.summed, GroupBy::Host);
-        assert_eq!(sorted(totals), vec![("h1".to_string(), 4)]);
+        assert_eq!(totals, HashMap::from([(Some("h1".to_string()), 4)]));
         assert_eq!(r.missing(&changed).len(), 1);
 
         let outside = Filters { start_time: Some(100.0), ..Default::default() };
@@ -182,14 +180,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_labels_group_under_the_null_key() {
+    fn missing_labels_group_apart() {
         let rows = vec![([Some("INFO".into()), None, None], 2), (labels("INFO", "api", "h1"), 2), ([None, None, Some("h1".into())], 5)];
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &rows, GroupBy::Service);
-        assert_eq!(sorted(totals), vec![("null".to_string(), 7), ("api".to_string(), 2)]);
+        assert_eq!(totals, HashMap::from([(None, 7), (Some("api".to_string()), 2)]));
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &rows, GroupBy::Level);
-        assert_eq!(sorted(totals), vec![("null".to_string(), 5), ("INFO".to_string(), 4)]);
+        assert_eq!(totals, HashMap::from([(None, 5), (Some("INFO".to_string()), 4)]));
     }
 
     #[test]

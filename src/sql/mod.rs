@@ -11,9 +11,11 @@
 //!
 //! - [`pushdown`]: filter expressions → PostgreSQL conditions with bind parameters.
 //! - [`pg_pushdown`]: whole aggregate/sort/join queries over PostgreSQL tables, run there.
+//! - [`hdfs_rollup`]: `GROUP BY label` + `count(*)` over `hdfs.logs` from the rollups.
 //! - [`pg_table`], [`hdfs_table`]: the table providers.
 //! - [`wire`]: result types every client can read (no view types).
 
+pub mod hdfs_rollup;
 pub mod hdfs_table;
 pub mod pg_pushdown;
 pub mod pg_table;
@@ -80,6 +82,8 @@ pub struct SqlEngine {
     admission: Option<Addr<Admission>>,
     /// Runs whole PostgreSQL-only queries (see [`pg_pushdown`]).
     pg: Option<PgSource>,
+    /// Answers archive aggregates from its rollups (see [`hdfs_rollup`]).
+    hdfs: Option<ParquetSource>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -116,10 +120,10 @@ impl SqlEngine {
         if let Some(pg) = &pg {
             add("postgres", Arc::new(pg_table::PgTable::logs(pg.clone())))?;
         }
-        if let Some(p) = parquet {
-            add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p)))?;
+        if let Some(p) = &parquet {
+            add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p.clone())))?;
         }
-        Ok(Self { ctx, executor, admission: None, pg, metrics: None })
+        Ok(Self { ctx, executor, admission: None, pg, hdfs: parquet, metrics: None })
     }
 
     pub fn with_admission(mut self, admission: Addr<Admission>) -> Self {
@@ -127,7 +131,8 @@ impl SqlEngine {
         self
     }
 
-    /// Count queries PostgreSQL ran whole (`fletch_source_executions_total{kind="sql_pushdown"}`).
+    /// Count queries PostgreSQL ran whole and archive aggregates answered from rollups
+    /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"}`).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
@@ -176,10 +181,17 @@ impl SqlEngine {
     /// result schema; dropping the stream stops the query (and cancels PostgreSQL scans).
     pub fn execute(&self, sql: String, params: Vec<ScalarValue>) -> BatchStream {
         let (ctx, admission, pg, metrics) = (self.ctx.clone(), self.admission.clone(), self.pg.clone(), self.metrics.clone());
+        let hdfs = self.hdfs.clone();
         self.executor.stream(async move {
-            let (plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
+            let (mut plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
             let permits = admit(admission, &sources).await?;
             let schema = wire::wire_schema(&plan.schema());
+            if let Some(rolled) = answer_from_rollups(&ctx, hdfs.as_ref(), &logical, &plan.schema()).await {
+                if let Some(m) = &metrics {
+                    m.executions.with_labels(&[Source::Hdfs.name(), "sql_rollup"]).inc();
+                }
+                plan = rolled;
+            }
             let results: BatchStream = match push_to_postgres(pg.as_ref(), &logical, schema.clone()).await {
                 Some(pushed) => {
                     if let Some(m) = &metrics {
@@ -240,6 +252,32 @@ impl SqlEngine {
         out.sort();
         out
     }
+}
+
+/// The plan with an archive aggregate answered from the rollups, when it has one they
+/// answer exactly and the result keeps the schema already announced.
+async fn answer_from_rollups(
+    ctx: &SessionContext,
+    hdfs: Option<&ParquetSource>,
+    plan: &LogicalPlan,
+    announced: &SchemaRef,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    let rewritten = hdfs_rollup::rewrite(hdfs?, plan).await?;
+    match ctx.state().create_physical_plan(&rewritten).await {
+        Ok(p) if same_types(&p.schema(), announced) => Some(p),
+        Ok(p) => {
+            tracing::warn!(got = ?p.schema(), want = ?announced, "rollup answer changed the result schema; running the SQL as planned");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "planning the rollup answer failed; running the SQL as planned");
+            None
+        }
+    }
+}
+
+fn same_types(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len() && a.fields().iter().zip(b.fields()).all(|(x, y)| x.data_type() == y.data_type())
 }
 
 /// The whole query run by PostgreSQL, when it reads only PostgreSQL and is worth it.
