@@ -255,7 +255,6 @@ impl ParquetSource {
         });
     }
 
-    /// Rollup rows matching `filters` plus the files that still need a scan.
     /// Row counts per value of `q.group_by` (NULL kept apart), from the rollups of files
     /// wholly inside the time range and a scan of the others. Exact: the HTTP aggregate
     /// and SQL's `GROUP BY … count(*)` over `hdfs.logs` are both answered from it.
@@ -284,6 +283,7 @@ impl ParquetSource {
         Ok(totals.into_iter().collect())
     }
 
+    /// Rollup rows matching `filters` plus the files that still need a scan.
     async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
         if let Err(e) = self.build_rollups(&snap.files).await {
             // Files without a rollup are scanned instead; a store that is down fails there.
