@@ -106,6 +106,12 @@ cmd_latency() {
     cmd_serve
 }
 
+# CPU-seconds (user + system) a process has used so far, and its peak RSS in MB.
+cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+peak_rss_mb() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$1/status"; }
+# "; fletch CPU N s" since an earlier cpu_seconds reading $1 of process $2.
+cpu_since() { awk -v a="$1" -v b="$(cpu_seconds "$2")" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'; }
+
 cmd_pgbench() {
     local secs="${1:-30}"
     printf 'SELECT id, "timestamp", level, service, host, message, metadata::text, created_at FROM logs ORDER BY "timestamp" DESC LIMIT 100;\n' > "$BENCH_DIR/newest.sql"
@@ -155,7 +161,7 @@ cmd_flight() {
     cmd_serve
     local pid; pid="$(cat "$BENCH_DIR/server.pid")"
     "$FLETCH_CACHE/venv/bin/python" scripts/bench_flight.py "grpc://${BENCH_FLIGHT:-127.0.0.1:18081}"
-    log "fletch peak RSS: $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
+    log "fletch peak RSS: $(peak_rss_mb "$pid") MB"
 }
 
 cmd_flight_ab() {
@@ -167,17 +173,16 @@ cmd_flight_ab() {
         > "$BENCH_DIR/server-tonic.out" 2> "$BENCH_DIR/server-tonic.log" &
     local tonic=$!
     sleep 12 # both servers build their rollups before the first run
-    cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
     for i in $(seq 1 "$runs"); do
         for v in "direct $direct 18081" "tonic $tonic 18091"; do
             set -- $v
-            cpu_before=$(cpu "$2")
+            cpu_before=$(cpu_seconds "$2")
             printf '%s run %d: ' "$1" "$i"
             "$FLETCH_CACHE/venv/bin/python" scripts/bench_doget.py "grpc://127.0.0.1:$3"
-            awk -v a="$cpu_before" -v b="$(cpu "$2")" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
+            cpu_since "$cpu_before" "$2"
         done
     done
-    log "peak RSS: direct $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$direct/status") MB, tonic $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$tonic/status") MB"
+    log "peak RSS: direct $(peak_rss_mb "$direct") MB, tonic $(peak_rss_mb "$tonic") MB"
     kill "$tonic"
 }
 
@@ -187,22 +192,21 @@ cmd_flight_floor() {
     cmd_serve
     pid="$(cat "$BENCH_DIR/server.pid")"
     sleep 12 # rollups are built in the background after start; let them finish first
-    cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat"; }
     [[ "$PARQUET_URL" == file://* ]] || die "flight-floor decodes a local archive (BENCH_PARQUET_URL=file://...)"
     "$CARGO_TARGET_DIR/release/examples/decode_archive" "${PARQUET_URL#file://}" 2
     bytes=$(curl -s "$BASE/api/query/hdfs/logs/export?format=arrow" | wc -c)
     python3 scripts/bench_loopback.py "$bytes"
     for i in $(seq 1 "$runs"); do
-        cpu_before=$(cpu)
+        cpu_before=$(cpu_seconds "$pid")
         printf 'pyarrow do_get run %d: ' "$i"
         "$FLETCH_CACHE/venv/bin/python" scripts/bench_doget.py "grpc://${BENCH_FLIGHT:-127.0.0.1:18081}"
-        awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
-        cpu_before=$(cpu)
+        cpu_since "$cpu_before" "$pid"
+        cpu_before=$(cpu_seconds "$pid")
         printf 'Rust do_get run %d: ' "$i"
         "$CARGO_TARGET_DIR/release/examples/flight_do_get" "http://${BENCH_FLIGHT:-127.0.0.1:18081}" | tr -d '\n'
-        awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'
+        cpu_since "$cpu_before" "$pid"
     done
-    log "fletch peak RSS: $(awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
+    log "fletch peak RSS: $(peak_rss_mb "$pid") MB"
 }
 
 cmd_stop() {

@@ -331,13 +331,7 @@ async fn aggregates_over_postgres_run_in_postgres() {
     assert_eq!(schema.field(1).name(), "n");
     assert_eq!(schema.field(1).data_type(), &DataType::Int64);
     assert_eq!(schema.field(2).data_type(), &DataType::Float64);
-    let got: Vec<(String, i64)> = b
-        .iter()
-        .flat_map(|b| {
-            let (k, n) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<arrow::datatypes::Int64Type>());
-            (0..b.num_rows()).map(move |i| (k.value(i).to_string(), n.value(i))).collect::<Vec<_>>()
-        })
-        .collect();
+    let got = label_counts(&b);
     assert_eq!(got.len(), 4);
     for (service, n) in &got {
         let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND service = '{service}'")).await;
