@@ -8,6 +8,7 @@
 //! Same reader and options as the sorted export (`src/sources/sorted_export.rs`): the
 //! `parquet` crate's Arrow reader, default options, 8,192-row batches, one row group per
 //! task, `THREADS` (default 2) row groups at once. Prints rows/s and the process's CPU.
+#![allow(unsafe_code)] // getrusage(2) for CPU accounting has no safe wrapper in std
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -10,6 +10,7 @@
 //! client and server share the machine's cores. Windows and the largest HTTP/2 frame are
 //! set to what gRPC C++ (pyarrow) advertises, 4 MiB, so the server sends to both clients
 //! alike (with hyper's default 16 KiB frames it makes many more, smaller writes).
+#![allow(unsafe_code)] // getrusage(2) for CPU accounting has no safe wrapper in std
 
 use std::time::Instant;
 

@@ -6,9 +6,6 @@
 //! password), which is what Flight's `Handshake` and the JDBC driver's `user`/`password`
 //! send; the handshake answers with the bearer header to use from then on.
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::{web, HttpResponse};
 use base64::Engine as _;
 
 use crate::error::QueryError;
@@ -90,26 +87,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// actix-web middleware: 401 with the JSON error body unless the request is authenticated.
-pub async fn http_guard(
-    req: ServiceRequest,
-    next: actix_web::middleware::Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let auth = req.app_data::<web::Data<crate::http::AppState>>().map(|s| s.auth.clone());
-    if let Some(auth) = auth.filter(|a| a.enabled()) {
-        if !OPEN_PATHS.contains(&req.path()) {
-            let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if let Err(e) = auth.check(header) {
-                let resp = HttpResponse::Unauthorized()
-                    .insert_header(("WWW-Authenticate", "Bearer realm=\"fletch\""))
-                    .json(e.to_json());
-                return Ok(req.into_response(resp));
-            }
-        }
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 #[cfg(test)]

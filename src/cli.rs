@@ -140,7 +140,10 @@ pub fn run(cli: Cli) -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|c| crate::server::run_blocking(c).map_err(|e| e.to_string())),
         Command::Load(args) => run_load(args),
-        Command::Demo(args) => crate::demo::run(args).map_err(|e| e.to_string()),
+        Command::Demo(args) => args.config.resolve().map_err(|e| e.to_string()).and_then(|c| {
+            let options = crate::demo::DemoOptions { rows: args.rows, keep: args.keep };
+            crate::demo::run(options, c).map_err(|e| e.to_string())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,21 +170,6 @@ fn run_load(a: LoadArgs) -> Result<(), String> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let report = rt.block_on(crate::load::run(opts)).map_err(|e| e.to_string())?;
-    print_load_report(&report);
+    print!("{report}");
     Ok(())
-}
-
-pub fn print_load_report(r: &crate::load::LoadReport) {
-    println!(
-        "loaded {} rows in {:.1} s ({:.0} rows/s)",
-        r.rows,
-        r.elapsed.as_secs_f64(),
-        r.rows_per_sec()
-    );
-    if let Some(n) = r.pg_total {
-        println!("postgres: table logs now holds {n} rows");
-    }
-    if !r.parquet_files.is_empty() {
-        println!("parquet: wrote {} files", r.parquet_files.len());
-    }
 }

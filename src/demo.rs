@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::DemoArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -56,8 +55,15 @@ fn examples(http: &str) -> String {
     .join("\n")
 }
 
-pub fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let mut config = args.config.resolve()?;
+/// What `fletch demo` was asked for.
+pub struct DemoOptions {
+    /// Rows of sample data (in PostgreSQL and in Parquet).
+    pub rows: u64,
+    /// Keep the temporary PostgreSQL cluster and Parquet files when stopping.
+    pub keep: bool,
+}
+
+pub fn run(args: DemoOptions, mut config: crate::config::Config) -> Result<(), DemoError> {
     let dir = tempfile::Builder::new().prefix("fletch-demo-").tempdir()?;
     let pg_dir = dir.path().join("pg");
     let own_cluster = config.postgres.url.is_empty();
@@ -82,7 +88,7 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
             ..Default::default()
         };
         let report = rt.block_on(crate::load::run(opts))?;
-        crate::cli::print_load_report(&report);
+        print!("{report}");
     } else {
         eprintln!("demo: PostgreSQL already holds {existing} rows; not loading");
     }

@@ -5,6 +5,7 @@
 //! HTTP status codes and `tonic::Status` codes are both derived from it, so the two
 //! protocols can never disagree about what a failure means.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a failure is presented to a client, independent of protocol.
@@ -28,6 +29,33 @@ pub enum ErrorClass {
     Internal,
 }
 
+/// What caused a store or internal failure, kept for the log (clients see the message).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// The one Retry-After policy: every retryable error names why it is retryable, and the
+/// hint a client gets follows from that alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// A queue was full: try again in a second.
+    QueueFull,
+    /// Capacity is expected to free up after about this long (≥ 1 s).
+    Expected(Duration),
+    /// A store is reconnecting with this backoff: wait for the next attempt (≥ 1 s).
+    Backoff(Duration),
+    /// A store did not answer: try again in a second.
+    Outage,
+}
+
+impl RetryAfter {
+    pub fn delay(self) -> Duration {
+        let floor = Duration::from_secs(1);
+        match self {
+            RetryAfter::QueueFull | RetryAfter::Outage => floor,
+            RetryAfter::Expected(d) | RetryAfter::Backoff(d) => d.max(floor),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error("invalid value for parameter `{param}`: {message}")]
@@ -48,23 +76,33 @@ pub enum QueryError {
     Overloaded {
         source_name: &'static str,
         reason: String,
-        retry_after: Duration,
+        retry_after: RetryAfter,
     },
     #[error("{source_name} is unavailable: {reason}")]
     Unavailable {
         source_name: &'static str,
         reason: String,
-        retry_after: Duration,
+        retry_after: RetryAfter,
+        #[source]
+        cause: Option<Cause>,
     },
     #[error("{source_name} failed: {message}")]
     Store {
         source_name: &'static str,
         message: String,
+        #[source]
+        cause: Option<Cause>,
     },
     #[error("query exceeded its time budget of {0:?}")]
     Timeout(Duration),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("{0} cancelled the query")]
+    Cancelled(&'static str),
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl QueryError {
@@ -74,6 +112,44 @@ impl QueryError {
             message: message.into(),
             allowed: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
         }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        QueryError::Internal { message: message.into(), cause: None }
+    }
+
+    pub fn store(source_name: &'static str, message: impl Into<String>) -> Self {
+        QueryError::Store { source_name, message: message.into(), cause: None }
+    }
+
+    pub fn unavailable(source_name: &'static str, reason: impl Into<String>, retry_after: RetryAfter) -> Self {
+        QueryError::Unavailable { source_name, reason: reason.into(), retry_after, cause: None }
+    }
+
+    pub fn overloaded(source_name: &'static str, reason: impl Into<String>, retry_after: RetryAfter) -> Self {
+        QueryError::Overloaded { source_name, reason: reason.into(), retry_after }
+    }
+
+    /// Keep what caused a store or internal failure (other kinds carry no cause).
+    pub fn with_cause(mut self, e: Cause) -> Self {
+        if let QueryError::Unavailable { cause, .. } | QueryError::Store { cause, .. } | QueryError::Internal { cause, .. } =
+            &mut self
+        {
+            *cause = Some(e);
+        }
+        self
+    }
+
+    /// The message and every cause under it, for the log.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cur = e.source();
+        }
+        out
     }
 
     /// The single mapping from an error to what a client is told.
@@ -87,8 +163,8 @@ impl QueryError {
             QueryError::Overloaded { .. } => ErrorClass::Overloaded,
             QueryError::Unavailable { .. } => ErrorClass::StoreUnavailable,
             QueryError::Store { .. } => ErrorClass::StoreFailed,
-            QueryError::Timeout(_) => ErrorClass::Timeout,
-            QueryError::Internal(_) => ErrorClass::Internal,
+            QueryError::Timeout(_) | QueryError::Cancelled(_) => ErrorClass::Timeout,
+            QueryError::Internal { .. } => ErrorClass::Internal,
         }
     }
 
@@ -96,7 +172,7 @@ impl QueryError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             QueryError::Overloaded { retry_after, .. } | QueryError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
+                Some(retry_after.delay())
             }
             _ => None,
         }
@@ -114,7 +190,8 @@ impl QueryError {
             QueryError::Unavailable { .. } => "source_unavailable",
             QueryError::Store { .. } => "source_error",
             QueryError::Timeout(_) => "timeout",
-            QueryError::Internal(_) => "internal",
+            QueryError::Cancelled(_) => "cancelled",
+            QueryError::Internal { .. } => "internal",
         }
     }
 
@@ -195,7 +272,7 @@ impl From<QueryError> for tonic::Status {
 
 impl From<arrow::error::ArrowError> for QueryError {
     fn from(e: arrow::error::ArrowError) -> Self {
-        QueryError::Internal(format!("arrow: {e}"))
+        QueryError::Internal { message: format!("arrow: {e}"), cause: Some(Arc::new(e)) }
     }
 }
 
@@ -208,7 +285,7 @@ mod tests {
         let e = QueryError::Overloaded {
             source_name: "postgres",
             reason: "queue full".into(),
-            retry_after: Duration::from_millis(200),
+            retry_after: RetryAfter::Expected(Duration::from_millis(200)),
         };
         assert_eq!(e.class().http_status(), 503);
         assert_eq!(e.to_json()["retry_after_s"], 1);

@@ -6,42 +6,67 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
-//! - [`config`]: layered configuration (defaults → TOML → `FLETCH_*` env → flags).
-//! - [`server`]: builds every component from a config and runs it.
+//! In dependency order: each module uses only those listed above it.
+//!
+//! Ground floor — core types every layer shares:
+//! - [`error`]: the query path's error type, the Retry-After policy, and the single
+//!   mapping to HTTP status and gRPC status.
 //! - [`query`]: the normalized, validated query description every front end produces.
-//! - [`error`]: the query-path error type and its single mapping to HTTP and gRPC status.
-//! - [`actors`]: actors that own resources: PostgreSQL connections and their router, the
-//!   Parquet directory index, admission control.
-//! - [`sources`]: the stores behind fletch ([`sources::LogStore`]): `postgres`, `hdfs` (Parquet,
-//!   with per-file label rollups and sort-free exports of time-ordered files).
-//! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
-//! - [`http`]: the HTTP facade (routes, parameters, streaming responses).
-//! - [`flight`]: Arrow Flight / Flight SQL on one gRPC port (plain Flight tickets + Flight SQL).
-//! - [`sql`]: SQL over both sources in one DataFusion catalog (`postgres.logs`, `hdfs.logs`).
-//! - [`auth`]: optional static bearer tokens for HTTP and Flight.
-//! - [`executor`]: the dedicated DataFusion runtime; results cross back over bounded channels.
-//! - [`service`]: admission, single-flight and caching in front of each store.
-//! - [`coalesce`]: single-flight execution and the short-lived result cache.
+//! - [`schema`]: the `logs` table as clients see it (Arrow schema, label columns).
+//! - [`stream`]: the internal currency, a stream of Arrow record batches.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`config`]: layered configuration (defaults → TOML → `FLETCH_*` env → flags).
+//! - [`executor`]: the dedicated DataFusion runtime; results cross back over bounded channels.
+//! - [`coalesce`], [`count_cache`]: single-flight execution, a short-lived result cache,
+//!   and shared exact counts.
+//! - [`store`]: what every store implements ([`store::LogStore`]).
+//! - [`auth`]: optional static bearer tokens.
+//! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
+//!
+//! The stores, one folder each:
+//! - [`postgres`]: connection actors and their router, Arrow conversion, bind parameters,
+//!   the `postgres.logs` SQL table and whole-query pushdown.
+//! - [`archive`]: the Parquet archive (`hdfs` in the API): directory index actor, time
+//!   slices, sorted exports, per-file rollups, the `hdfs.logs` SQL table.
+//!
+//! Above the stores:
+//! - [`sql`]: SQL over both stores in one DataFusion catalog, with limits on statement size.
+//! - [`service`]: the one door every front end goes through — admission, time budgets,
+//!   single-flight, caching — for HTTP routes, Flight tickets and SQL alike.
+//!
+//! Front ends:
+//! - [`http`]: the HTTP facade (routes, parameters, streaming responses, auth guard).
+//! - [`flight`]: Arrow Flight / Flight SQL on one gRPC port.
+//!
+//! The process:
+//! - [`server`]: builds every component from a config and runs it.
 //! - [`load`]: synthetic log generation and bulk loading (`fletch load`).
 //! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
+//! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
 
-pub mod actors;
-pub mod auth;
-pub mod cli;
-pub mod coalesce;
-pub mod config;
-pub mod demo;
-pub mod encode;
-pub mod error;
-pub mod executor;
-pub mod flight;
-pub mod http;
-pub mod load;
+pub(crate) mod error;
+pub(crate) mod query;
+pub mod schema;
+pub(crate) mod stream;
 pub mod metrics;
-pub mod query;
+pub mod config;
+pub(crate) mod executor;
+pub(crate) mod coalesce;
+pub(crate) mod count_cache;
+pub(crate) mod store;
+pub(crate) mod auth;
+pub(crate) mod encode;
+
+pub(crate) mod archive;
+pub(crate) mod postgres;
+
+pub(crate) mod service;
+pub(crate) mod sql;
+
+pub(crate) mod flight;
+pub(crate) mod http;
+
+pub mod cli;
+pub mod demo;
+pub mod load;
 pub mod server;
-pub mod service;
-pub mod sources;
-pub mod sql;

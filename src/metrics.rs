@@ -115,6 +115,8 @@ pub struct Metrics {
     pub cache_hits: CounterVec,
     pub actor_restarts: CounterVec,
     pub pg_cancels: Counter,
+    /// Queries and statements stopped by their time budget.
+    pub timeouts: Counter,
     pub hdfs_rows_scanned: Counter,
     pub pg_queue_wait: Histogram,
     pub pg_connections_ready: AtomicI64,
@@ -136,6 +138,7 @@ impl Default for Metrics {
             cache_hits: CounterVec::new(&["source"]),
             actor_restarts: CounterVec::new(&["actor"]),
             pg_cancels: Counter::default(),
+            timeouts: Counter::default(),
             hdfs_rows_scanned: Counter::default(),
             pg_queue_wait: Histogram::default(),
             pg_connections_ready: AtomicI64::new(0),
@@ -201,6 +204,7 @@ impl Metrics {
         render_gauge_map(&mut out, "fletch_permits_in_use", "Admission permits held, by source lane.", "lane", &self.permits_in_use);
         render_gauge_map(&mut out, "fletch_queue_depth", "Requests waiting for an admission permit, by source lane.", "lane", &self.queue_depth);
         let _ = writeln!(out, "# HELP fletch_pg_cancels_total PostgreSQL cancel requests sent for abandoned queries.\n# TYPE fletch_pg_cancels_total counter\nfletch_pg_cancels_total {}", self.pg_cancels.get());
+        let _ = writeln!(out, "# HELP fletch_query_timeouts_total Queries and SQL statements stopped by query_timeout_ms.\n# TYPE fletch_query_timeouts_total counter\nfletch_query_timeouts_total {}", self.timeouts.get());
         let _ = writeln!(out, "# HELP fletch_hdfs_rows_scanned_total Rows decoded by Parquet scans of time-sliced queries (after statistics pruning).\n# TYPE fletch_hdfs_rows_scanned_total counter\nfletch_hdfs_rows_scanned_total {}", self.hdfs_rows_scanned.get());
         let _ = writeln!(out, "# HELP fletch_pg_queue_wait_seconds Time jobs waited for a PostgreSQL connection.\n# TYPE fletch_pg_queue_wait_seconds histogram");
         self.pg_queue_wait.render(&mut out, "fletch_pg_queue_wait_seconds", "");

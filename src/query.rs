@@ -10,6 +10,9 @@ use crate::error::QueryError;
 /// Hard cap on `limit` for the paged `logs` endpoint (exports have no cap).
 pub const MAX_PAGE_LIMIT: u64 = 10_000;
 pub const DEFAULT_PAGE_LIMIT: u64 = 100;
+/// Deepest `offset` accepted. Skipping rows costs a walk over them (PostgreSQL reads the
+/// index that far); pages deeper than this are better read with a time range or an export.
+pub const MAX_OFFSET: u64 = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -302,7 +305,6 @@ fn parse_u64(map: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, 
     }
 }
 
-pub const FILTER_PARAMS: &[&str] = &["level", "service", "host", "start_time", "end_time"];
 pub const LOGS_PARAMS: &[&str] = &[
     "level", "service", "host", "start_time", "end_time", "limit", "offset", "order_by", "order_dir", "count",
 ];
@@ -329,7 +331,15 @@ pub fn parse_rows(map: &BTreeMap<String, String>, paged: bool) -> Result<RowsQue
     Ok(RowsQuery {
         filters: parse_filters(map)?,
         limit,
-        offset: parse_u64(map, "offset")?.unwrap_or(0),
+        offset: match parse_u64(map, "offset")? {
+            Some(n) if n > MAX_OFFSET => {
+                let message = format!(
+                    "must be at most {MAX_OFFSET} (got {n}); narrow the rows with start_time/end_time or use /logs/export"
+                );
+                return Err(QueryError::invalid("offset", message, None));
+            }
+            n => n.unwrap_or(0),
+        },
         order_by: map.get("order_by").map(|s| OrderBy::parse(s)).transpose()?.unwrap_or(OrderBy::Timestamp),
         order_dir: map.get("order_dir").map(|s| OrderDir::parse(s)).transpose()?.unwrap_or(OrderDir::Desc),
     })

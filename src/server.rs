@@ -7,19 +7,21 @@ use std::time::Duration;
 use actix::{Actor, Supervisor};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
-use crate::actors::admission::{Admission, Lane, LaneLimits};
-use crate::actors::parquet_index::ParquetIndex;
-use crate::actors::pg_router::PgRouter;
-use crate::executor::DedicatedExecutor;
-use crate::sources::parquet::{open_store, ParquetSource};
+use crate::archive::index::ArchiveIndex;
+use crate::archive::{open_store, Archive};
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::QueryError;
-use crate::http::{self, AppState};
+use crate::executor::DedicatedExecutor;
+use crate::http;
 use crate::metrics::Metrics;
-use crate::sources::postgres::{settings_from, PgSource};
+use crate::postgres::router::PgRouter;
+use crate::postgres::{settings_from, PgSource};
 use crate::query::Source;
-use crate::service::{Service, ServiceSettings};
-use crate::sources::LogStore;
+use crate::service::admission::{Admission, Lane, LaneLimits};
+use crate::service::{Parts, Service, ServiceSettings, SourceService};
+use crate::sql::SqlEngine;
+use crate::store::LogStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,7 +52,7 @@ fn cores() -> usize {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let pg_source = start_postgres(&config, &metrics)?;
-    let parquet_source = start_parquet(&config, &metrics)?;
+    let archive_source = start_archive(&config, &metrics)?;
     let admission = Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone()).start();
     let settings = ServiceSettings {
         query_timeout: Duration::from_millis(config.admission.query_timeout_ms),
@@ -60,20 +62,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         cache_max_entries: config.cache.max_entries,
     };
     let serve = |store: Option<Arc<dyn LogStore>>| {
-        store.map(|s| Arc::new(Service::new(s, admission.clone(), metrics.clone(), &settings)))
+        store.map(|s| Arc::new(SourceService::new(s, admission.clone(), metrics.clone(), &settings)))
     };
-    let postgres = serve(pg_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>));
-    let hdfs = serve(parquet_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>));
-    let auth = Arc::new(crate::auth::Auth::new(&config.auth.tokens));
-    let sql = crate::sql::SqlEngine::new(pg_source.clone(), parquet_source.clone(), partitions(&config))?;
-    let sql = Some(Arc::new(sql.with_admission(admission.clone()).with_metrics(metrics.clone())));
-    let state = web::Data::new(AppState { postgres, hdfs, metrics: metrics.clone(), sql, auth });
-    let flight_addr = start_flight(&config, &state)?;
+    let service = Arc::new(Service::new(Parts {
+        postgres: serve(pg_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>)),
+        hdfs: serve(archive_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>)),
+        sql: Some(SqlEngine::new(pg_source, archive_source, partitions(&config), metrics.clone())?),
+        admission,
+        metrics: metrics.clone(),
+        auth: Arc::new(Auth::new(&config.auth.tokens)),
+        query_timeout: settings.query_timeout,
+    }));
+    let flight_addr = start_flight(&config, &service)?;
+    let state = web::Data::from(service);
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(crate::auth::http_guard))
+            .wrap(from_fn(http::guard))
             .wrap(from_fn(http::observe))
             .configure(http::routes)
     })
@@ -97,11 +103,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// Arrow Flight / Flight SQL (see [`crate::flight`]) on `[flight] listen`, unless empty.
-fn start_flight(config: &Config, state: &AppState) -> Result<Option<SocketAddr>, StartError> {
+fn start_flight(config: &Config, service: &Arc<Service>) -> Result<Option<SocketAddr>, StartError> {
     if config.flight.listen.is_empty() {
         return Ok(None);
     }
-    crate::flight::start(&config.flight, state, cores())
+    crate::flight::start(&config.flight, service.clone(), cores())
         .map(Some)
         .map_err(|source| StartError::Bind { addr: config.flight.listen.clone(), source })
 }
@@ -119,7 +125,7 @@ fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSo
     )))
 }
 
-fn start_parquet(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<ParquetSource>, StartError> {
+fn start_archive(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Archive>, StartError> {
     if config.parquet.url.is_empty() {
         return Ok(None);
     }
@@ -127,13 +133,13 @@ fn start_parquet(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Parqu
     let interval = Duration::from_millis(config.parquet.refresh_interval_ms.max(100));
     let index = {
         let (store, metrics) = (store.clone(), metrics.clone());
-        Supervisor::start(move |_| ParquetIndex::new(store, dir, interval, metrics))
+        Supervisor::start(move |_| ArchiveIndex::new(store, dir, interval, metrics))
     };
     let executor = Arc::new(
         DedicatedExecutor::new("fletch-query", partitions(config))
-            .map_err(|e| StartError::Setting(QueryError::Internal(format!("query runtime: {e}"))))?,
+            .map_err(|e| StartError::Setting(QueryError::internal(format!("query runtime: {e}"))))?,
     );
-    let source = ParquetSource::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?;
+    let source = Archive::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?;
     source.keep_rollups_warm(interval);
     Ok(Some(source))
 }

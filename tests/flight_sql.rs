@@ -129,7 +129,7 @@ fn single_i64(batches: &[RecordBatch]) -> i64 {
 }
 
 fn assert_logs_schema(schema: &Schema) {
-    let expected = fletch::sources::logs_schema();
+    let expected = fletch::schema::logs_schema();
     let names: Vec<_> = schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
     let want: Vec<_> = expected.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
     assert_eq!(names, want);

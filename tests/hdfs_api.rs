@@ -236,7 +236,7 @@ fn write_null_label_file(path: &std::path::Path, t0: f64, rows: i64) {
         std::sync::Arc::new(StringArray::from(vec!["{}"; rows as usize])),
         std::sync::Arc::new(TimestampMicrosecondArray::from(vec![0i64; rows as usize])),
     ];
-    let batch = arrow::record_batch::RecordBatch::try_new(fletch::sources::logs_schema(), columns).unwrap();
+    let batch = arrow::record_batch::RecordBatch::try_new(fletch::schema::logs_schema(), columns).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();

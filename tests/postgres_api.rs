@@ -237,7 +237,7 @@ async fn exports_stream_every_row_in_each_format() {
     let mut rdr = text.lines();
     assert_eq!(rdr.next().unwrap(), "id,timestamp,level,service,host,message,metadata,created_at");
     // metadata holds commas and quotes, so count records with a CSV-aware reader.
-    let batches = arrow::csv::ReaderBuilder::new(fletch::sources::logs_schema())
+    let batches = arrow::csv::ReaderBuilder::new(fletch::schema::logs_schema())
         .with_header(true)
         .build(std::io::Cursor::new(text.as_bytes()))
         .unwrap()

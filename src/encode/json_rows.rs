@@ -31,7 +31,7 @@ pub fn iso_micros(us: i64) -> String {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), QueryError> {
-    serde_json::to_writer(&mut *out, s).map_err(|e| QueryError::Internal(format!("json: {e}")))
+    serde_json::to_writer(&mut *out, s).map_err(|e| QueryError::internal(format!("json: {e}")))
 }
 
 /// Append each row of `batch` as a JSON object. `first` tracks whether a comma is due
@@ -79,7 +79,7 @@ pub fn write_rows(
                 DataType::Float64 => {
                     let v = col.as_primitive::<Float64Type>().value(row);
                     if v.is_finite() {
-                        serde_json::to_writer(&mut *out, &v).map_err(|e| QueryError::Internal(e.to_string()))?;
+                        serde_json::to_writer(&mut *out, &v).map_err(|e| QueryError::internal(e.to_string()))?;
                     } else {
                         out.extend_from_slice(b"null");
                     }

@@ -89,7 +89,7 @@ impl Encoder {
                 Ok(vec![out.into()])
             }
             Encoder::Arrow { writer } => {
-                let writer = writer.as_mut().ok_or_else(|| QueryError::Internal("Arrow encoder used after finish".into()))?;
+                let writer = writer.as_mut().ok_or_else(|| QueryError::internal("Arrow encoder used after finish"))?;
                 let mut out = pieces::Pieces::default();
                 for buffer in writer.encode(batch)? {
                     out.push(pieces::buffer_bytes(buffer));

@@ -17,7 +17,7 @@ use crate::sql::SqlEngine;
 pub const TABLE_TYPES: &[&str] = &["TABLE", "VIEW", "LOCAL TEMPORARY"];
 
 fn arrow_err(e: impl std::fmt::Display) -> Status {
-    QueryError::Internal(format!("building Flight SQL metadata: {e}")).into()
+    QueryError::internal(format!("building Flight SQL metadata: {e}")).into()
 }
 
 /// What `GetSqlInfo` reports: a read-only SQL server without transactions.

@@ -352,7 +352,7 @@ mod tests {
     /// Decode the body the way a Flight client does: gRPC messages → `FlightData` → batches.
     async fn round_trip(batches: Vec<RecordBatch>) -> (Vec<RecordBatch>, usize, HeaderMap) {
         let first = RecordBatch::new_empty(batches[0].schema());
-        let rest: crate::sources::BatchStream = Box::pin(stream::iter(batches.into_iter().map(Ok)));
+        let rest: crate::stream::BatchStream = Box::pin(stream::iter(batches.into_iter().map(Ok)));
         let mut body = Vec::new();
         let mut trailers = None;
         let mut all = frames(Batches { first, rest });
@@ -404,9 +404,9 @@ mod tests {
     #[tokio::test]
     async fn an_error_mid_stream_ends_it_with_that_status() {
         let b = batch(3, "z");
-        let rest: crate::sources::BatchStream = Box::pin(stream::iter([
+        let rest: crate::stream::BatchStream = Box::pin(stream::iter([
             Ok(b.clone()),
-            Err(QueryError::Unavailable { source_name: "hdfs", reason: "DataNode gone".into(), retry_after: std::time::Duration::from_secs(2) }),
+            Err(QueryError::unavailable("hdfs", "DataNode gone", crate::error::RetryAfter::Backoff(std::time::Duration::from_secs(2)))),
             Ok(b.clone()),
         ]));
         let frames: Vec<_> = frames(Batches { first: RecordBatch::new_empty(b.schema()), rest }).collect().await;

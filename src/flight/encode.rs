@@ -12,7 +12,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::Status;
 
 use crate::error::QueryError;
-use crate::sources::BatchStream;
+use crate::service::sql::first_rows;
+use crate::stream::BatchStream;
 
 pub type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -53,14 +54,11 @@ pub fn flight_stream(batches: Batches) -> FlightDataStream {
     Box::pin(encoded)
 }
 
-/// Open a stream and wait for its schema batch, so errors before any data are a status.
+/// Open a stream and wait for its first rows (or its end), so errors before any data are
+/// a status rather than a stream cut short.
 pub async fn open(stream: Result<BatchStream, QueryError>) -> Result<Batches, Status> {
-    let mut s = stream?;
-    match s.next().await {
-        Some(Ok(first)) => Ok(Batches { first, rest: s }),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(QueryError::Internal("query produced no schema".into()).into()),
-    }
+    let (first, rest) = first_rows(stream?).await?;
+    Ok(Batches { first, rest })
 }
 
 pub fn flight_status(e: FlightError) -> Status {

@@ -4,7 +4,7 @@
 //!   `get_flight_info` / `get_schema` take a path (`["postgres.logs"]`) or a JSON command;
 //!   `do_get` takes the JSON ticket ([`tickets`]): the HTTP facade's queries, or `{"sql": …}`.
 //! - Flight SQL (ADBC, JDBC, Spark): statements, prepared statements, `GetSqlInfo`,
-//!   catalogs / schemas / tables / table types, over [`crate::sql::SqlEngine`].
+//!   catalogs / schemas / tables / table types, through [`crate::service::Service::sql`].
 //! - `Handshake`: Basic credentials (token as password) → bearer token, when `[auth]
 //!   tokens` is set; every call is checked by an interceptor ([`crate::auth`]).
 //!
@@ -30,33 +30,25 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::metadata::SqlInfoData;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::auth::Auth;
 use crate::config::FlightConfig;
 use crate::error::QueryError;
-use crate::http::AppState;
 use crate::query::Source;
-use crate::service::Service;
-use crate::sql::SqlEngine;
+use crate::service::{Service, SourceService};
 
 /// Largest gRPC message accepted (prepared-statement parameters) or sent.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// What the Flight handlers can reach.
+/// What the Flight handlers can reach: the same [`Service`] as HTTP, plus Flight's own
+/// pieces.
 pub struct FlightState {
-    pub postgres: Option<Arc<Service>>,
-    pub hdfs: Option<Arc<Service>>,
-    pub sql: Option<Arc<SqlEngine>>,
+    pub service: Arc<Service>,
     pub prepared: prepared::PreparedStatements,
     pub sql_info: SqlInfoData,
 }
 
 impl FlightState {
-    pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
-        crate::service::select(source, &self.postgres, &self.hdfs)
-    }
-
-    pub fn engine(&self) -> Result<&Arc<SqlEngine>, QueryError> {
-        self.sql.as_ref().ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))
+    pub fn store(&self, source: Source) -> Result<Arc<SourceService>, QueryError> {
+        self.service.source(source)
     }
 }
 
@@ -67,26 +59,18 @@ pub struct FletchFlight {
 }
 
 impl FletchFlight {
-    pub fn new(app: &AppState) -> Result<Self, QueryError> {
-        let sql_info = catalog::sql_info().map_err(|s| QueryError::Internal(s.message().to_string()))?;
-        Ok(Self {
-            state: Arc::new(FlightState {
-                postgres: app.postgres.clone(),
-                hdfs: app.hdfs.clone(),
-                sql: app.sql.clone(),
-                prepared: prepared::PreparedStatements::default(),
-                sql_info,
-            }),
-        })
+    pub fn new(service: Arc<Service>) -> Result<Self, QueryError> {
+        let sql_info = catalog::sql_info().map_err(|s| QueryError::internal(s.message().to_string()))?;
+        Ok(Self { state: Arc::new(FlightState { service, prepared: prepared::PreparedStatements::default(), sql_info }) })
     }
 }
 
 /// Bind `listen` now (so the address is known, port 0 works) and serve on a dedicated
 /// runtime thread until the process exits.
-pub fn start(config: &FlightConfig, app: &AppState, threads: usize) -> Result<SocketAddr, std::io::Error> {
+pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result<SocketAddr, std::io::Error> {
     let direct_do_get = config.direct_do_get;
+    let auth = app.auth().clone();
     let service = FletchFlight::new(app).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let auth: Arc<Auth> = app.auth.clone();
     let listener = std::net::TcpListener::bind(&config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

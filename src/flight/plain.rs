@@ -10,7 +10,8 @@ use tonic::Status;
 use super::encode::{flight_info, open, Batches};
 use super::tickets::{self, PlainQuery, DATASETS};
 use super::FlightState;
-use crate::sources::{logs_schema, LogStore};
+use crate::schema::logs_schema;
+use crate::store::LogStore;
 
 /// One entry per configured dataset.
 pub fn list(state: &FlightState) -> Result<Vec<FlightInfo>, Status> {
@@ -35,7 +36,7 @@ pub fn describe_path(state: &FlightState, path: &[String]) -> Result<(SchemaRef,
 pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(SchemaRef, Bytes), Status> {
     let q = tickets::parse(cmd)?;
     let schema = match (&q, tickets::schema_of(&q)) {
-        (PlainQuery::Sql(sql), _) => state.engine()?.schema(sql, Vec::new()).await?,
+        (PlainQuery::Sql(sql), _) => state.service.sql_schema(sql, Vec::new()).await?,
         (PlainQuery::Logs(s, _) | PlainQuery::Export(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s), Some(schema)) => {
             state.store(*s)?;
             schema
@@ -59,6 +60,6 @@ pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<Batches, Statu
             let stats = state.store(s)?.stats().await?;
             Ok(Batches::single(tickets::stats_batch(s, &stats)?))
         }
-        PlainQuery::Sql(sql) => open(Ok(state.engine()?.execute(sql, Vec::new()))).await,
+        PlainQuery::Sql(sql) => open(state.service.sql(sql, Vec::new()).await).await,
     }
 }

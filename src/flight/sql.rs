@@ -1,9 +1,9 @@
 //! Flight SQL commands (protobuf `Any` messages): statements, prepared statements and the
 //! catalog calls, all on the [`crate::sql::SqlEngine`].
 //!
-//! Statement tickets carry the SQL text itself (`TicketStatementQuery.statement_handle`), so
-//! any fletch instance behind a load balancer can serve them. Prepared statements are held
-//! by the instance that created them (see [`super::prepared`]).
+//! Statement tickets carry the SQL text itself (`TicketStatementQuery.statement_handle`),
+//! and prepared-statement handles carry their statement and bound values
+//! ([`super::prepared`]), so any fletch instance behind a load balancer serves either.
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
@@ -23,12 +23,22 @@ use super::FlightState;
 
 /// Decode a Flight SQL command from descriptor / ticket bytes.
 pub fn decode(bytes: &[u8]) -> Result<Command, Status> {
+    if bytes.is_empty() {
+        return Err(Status::invalid_argument("the ticket or command is empty; see docs/flight.md for what to send"));
+    }
     let any = Any::decode(bytes).map_err(|e| {
         Status::invalid_argument(format!(
             "neither a fletch JSON ticket nor a Flight SQL command ({e}); see docs/flight.md"
         ))
     })?;
-    Command::try_from(any).map_err(|e| Status::invalid_argument(format!("bad Flight SQL command: {e}")))
+    match Command::try_from(any) {
+        Ok(Command::Unknown(any)) => Err(Status::invalid_argument(format!(
+            "`{}` is neither a fletch JSON ticket nor a Flight SQL command; see docs/flight.md",
+            any.type_url.chars().take(200).collect::<String>()
+        ))),
+        Ok(cmd) => Ok(cmd),
+        Err(e) => Err(Status::invalid_argument(format!("bad Flight SQL command: {e}"))),
+    }
 }
 
 fn unsupported(cmd: &Command) -> Status {
@@ -44,13 +54,13 @@ pub async fn describe(state: &FlightState, cmd: Command) -> Result<(SchemaRef, B
     let ticket = |c: &Command| -> Bytes { c.clone().into_any().encode_to_vec().into() };
     Ok(match &cmd {
         Command::CommandStatementQuery(q) => {
-            let schema = state.engine()?.schema(&q.query, Vec::new()).await?;
+            let schema = state.service.sql_schema(&q.query, Vec::new()).await?;
             let t = TicketStatementQuery { statement_handle: q.query.clone().into_bytes().into() };
             (schema, t.as_any().encode_to_vec().into())
         }
         Command::CommandPreparedStatementQuery(p) => {
             let (sql, params) = state.prepared.get(&p.prepared_statement_handle)?;
-            (state.engine()?.schema(&sql, params).await?, ticket(&cmd))
+            (state.service.sql_schema(&sql, params).await?, ticket(&cmd))
         }
         Command::CommandGetSqlInfo(_) => (catalog::sql_info_schema(&state.sql_info), ticket(&cmd)),
         Command::CommandGetCatalogs(c) => (catalog::catalogs_schema(c), ticket(&cmd)),
@@ -65,17 +75,17 @@ pub async fn do_get(state: &FlightState, cmd: Command) -> Result<Batches, Status
     match cmd {
         Command::TicketStatementQuery(t) => {
             let sql = utf8(&t.statement_handle, "statement handle")?;
-            open(Ok(state.engine()?.execute(sql, Vec::new()))).await
+            open(state.service.sql(sql, Vec::new()).await).await
         }
-        Command::CommandStatementQuery(q) => open(Ok(state.engine()?.execute(q.query, Vec::new()))).await,
+        Command::CommandStatementQuery(q) => open(state.service.sql(q.query, Vec::new()).await).await,
         Command::CommandPreparedStatementQuery(p) => {
             let (sql, params) = state.prepared.get(&p.prepared_statement_handle)?;
-            open(Ok(state.engine()?.execute(sql, params))).await
+            open(state.service.sql(sql, params).await).await
         }
         Command::CommandGetSqlInfo(c) => Ok(Batches::single(catalog::sql_info_batch(&state.sql_info, c)?)),
-        Command::CommandGetCatalogs(c) => Ok(Batches::single(catalog::catalogs_batch(state.engine()?, c)?)),
-        Command::CommandGetDbSchemas(c) => Ok(Batches::single(catalog::schemas_batch(state.engine()?, c)?)),
-        Command::CommandGetTables(c) => Ok(Batches::single(catalog::tables_batch(state.engine()?, c).await?)),
+        Command::CommandGetCatalogs(c) => Ok(Batches::single(catalog::catalogs_batch(state.service.engine()?, c)?)),
+        Command::CommandGetDbSchemas(c) => Ok(Batches::single(catalog::schemas_batch(state.service.engine()?, c)?)),
+        Command::CommandGetTables(c) => Ok(Batches::single(catalog::tables_batch(state.service.engine()?, c).await?)),
         Command::CommandGetTableTypes(c) => Ok(Batches::single(catalog::table_types_batch(c)?)),
         other => Err(unsupported(&other)),
     }
@@ -88,8 +98,8 @@ fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {
     Ok(bytes)
 }
 
-/// `CreatePreparedStatement`: plan now (errors surface here), remember the SQL. The dataset
-/// schema is always filled in: the JDBC driver takes an empty one to mean "an update".
+/// `CreatePreparedStatement`: plan now (errors surface here); the handle is the SQL. The
+/// dataset schema is always filled in: the JDBC driver takes an empty one to mean "an update".
 pub async fn create_prepared(
     state: &FlightState,
     req: ActionCreatePreparedStatementRequest,
@@ -97,8 +107,8 @@ pub async fn create_prepared(
     if req.transaction_id.is_some() {
         return Err(Status::invalid_argument("fletch does not support transactions"));
     }
-    let prepared = state.engine()?.prepare(&req.query).await?;
-    let handle = state.prepared.create(req.query);
+    let prepared = state.service.sql_prepare(&req.query).await?;
+    let handle = state.prepared.create(&req.query)?;
     Ok(ActionCreatePreparedStatementResult {
         prepared_statement_handle: handle,
         dataset_schema: ipc_schema(&prepared.dataset_schema)?,
@@ -110,13 +120,14 @@ pub fn close_prepared(state: &FlightState, req: ActionClosePreparedStatementRequ
     Ok(state.prepared.close(&req.prepared_statement_handle)?)
 }
 
-/// `DoPut` with `CommandPreparedStatementQuery`: bind the parameter row.
+/// `DoPut` with `CommandPreparedStatementQuery`: bind the parameter row; the answer is the
+/// handle that carries the values.
 pub fn bind(
     state: &FlightState,
     cmd: CommandPreparedStatementQuery,
     batches: &[RecordBatch],
 ) -> Result<DoPutPreparedStatementResult, Status> {
-    state.prepared.bind(&cmd.prepared_statement_handle, batches)?;
-    Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(cmd.prepared_statement_handle) })
+    let bound = state.prepared.bind(&cmd.prepared_statement_handle, batches)?;
+    Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound) })
 }
 

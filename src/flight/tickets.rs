@@ -27,7 +27,7 @@ use crate::query::{
     check_params, parse_aggregate, parse_count_mode, parse_rows, AggregateQuery, Params, RowsQuery, Source, AGG_PARAMS,
     EXPORT_PARAMS, LOGS_PARAMS,
 };
-use crate::sources::logs_schema;
+use crate::schema::logs_schema;
 
 pub const KINDS: &[&str] = &["logs", "export", "aggregate", "stats"];
 /// Dataset names of `list_flights` and path descriptors.

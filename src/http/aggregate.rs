@@ -6,20 +6,21 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{add_cache_info, elapsed_ms, query_params, ApiError, AppState};
+use super::{add_cache_info, elapsed_ms, query_params, ApiError};
+use crate::service::Service;
 use crate::error::QueryError;
 use crate::query::{
     check_params, parse_aggregate, parse_filters, CountMode, OrderBy, OrderDir, RowsQuery, Source, AGG_PARAMS,
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
-use crate::sources::LogStore;
+use crate::store::LogStore;
 
-pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), AGG_PARAMS)?;
     let q = parse_aggregate(&map)?;
-    let store = state.store(source)?;
+    let store = state.source(source)?;
     let (groups, info) = store.aggregate_info(&q).await?;
     let data: Vec<_> = groups.iter().map(|(key, count)| json!({"key": key, "count": count})).collect();
     let mut body = serde_json::Map::new();
@@ -31,11 +32,11 @@ pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Da
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn stats(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn stats(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     check_params(&query_params(&req), &[])?;
-    let store = state.store(source)?;
+    let store = state.source(source)?;
     let (mut body, info) = store.stats_info().await?;
     add_cache_info(&mut body, info);
     body.insert("source".into(), source.response_name().into());
@@ -60,7 +61,7 @@ async fn measure(store: &dyn LogStore, q: &RowsQuery) -> Result<(u64, i64, f64),
     Ok((rows?, total?.value.unwrap_or_default(), elapsed_ms(started)))
 }
 
-pub async fn compare(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn compare(req: HttpRequest, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let map = check_params(&query_params(&req), &["level", "service", "host", "start_time", "end_time", "limit"])?;
     let limit = match map.get("limit") {
         None => DEFAULT_PAGE_LIMIT,
@@ -76,7 +77,7 @@ pub async fn compare(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         order_by: OrderBy::Timestamp,
         order_dir: OrderDir::Desc,
     };
-    let (pg, hdfs) = (state.store(Source::Postgres)?, state.store(Source::Hdfs)?);
+    let (pg, hdfs) = (state.source(Source::Postgres)?, state.source(Source::Hdfs)?);
     let (p, h) = futures::join!(measure(pg.as_ref(), &q), measure(hdfs.as_ref(), &q));
     let ((p_rows, p_total, p_ms), (h_rows, h_total, h_ms)) = (p?, h?);
     Ok(HttpResponse::Ok().json(json!({

@@ -9,37 +9,34 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
-use super::{add_cache_info, elapsed_ms, query_params, ApiError, AppState};
-use crate::service::CacheInfo;
+use super::{add_cache_info, elapsed_ms, query_params, ApiError};
+use crate::service::sql::first_rows;
+use crate::service::{CacheInfo, Service};
 use crate::encode::json_rows::{write_rows, Separator};
 use crate::encode::{Encoder, Format};
 use crate::error::QueryError;
 use crate::query::{check_params, parse_count_mode, parse_rows, Source, EXPORT_PARAMS, LOGS_PARAMS};
-use crate::sources::{BatchStream, CountAnswer, LogStore};
+use crate::store::{CountAnswer, LogStore};
+use crate::stream::BatchStream;
 
 /// Columns holding JSON text that the API returns as JSON objects.
 pub const RAW_JSON_COLUMNS: &[&str] = &["metadata"];
 
-/// Open a row stream and wait for its first batch, so failures before any data
-/// (overload, store down, bad SQL) still become a proper status code.
+/// Open a row stream and wait for its first rows (or its end), so failures before any
+/// data (overload, store down, bad SQL, `1/0`) still become a proper status code.
 pub async fn open_stream(
     make: impl std::future::Future<Output = Result<BatchStream, QueryError>>,
 ) -> Result<(arrow::record_batch::RecordBatch, BatchStream), QueryError> {
-    let mut s = make.await?;
-    match s.next().await {
-        Some(Ok(first)) => Ok((first, s)),
-        Some(Err(e)) => Err(e),
-        None => Err(QueryError::Internal("source returned no schema".into())),
-    }
+    first_rows(make.await?).await
 }
 
-pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), LOGS_PARAMS)?;
     let q = parse_rows(&map, true)?;
     let count_mode = parse_count_mode(&map)?;
-    let store = state.store(source)?;
+    let store = state.source(source)?;
 
     let (page, count) = futures::join!(store.page(&q), store.count(&q.filters, count_mode));
     let (page, cache) = page?;
@@ -72,7 +69,7 @@ fn tail_json(count: &CountAnswer, cache: CacheInfo, returned: u64, started: Inst
     add_cache_info(&mut t, cache);
     t.insert("returned_count".into(), returned.into());
     t.insert("total_count".into(), count.value.into());
-    t.insert("total_count_kind".into(), count.kind.into());
+    t.insert("total_count_kind".into(), count.kind.as_str().into());
     if let Some(age) = count.age {
         t.insert("total_count_age_ms".into(), (age.as_millis() as u64).into());
     }
@@ -130,12 +127,12 @@ fn split_results(chunks: Result<Vec<bytes::Bytes>, QueryError>) -> Vec<Result<by
     }
 }
 
-pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), EXPORT_PARAMS)?;
     let format = negotiate_format(&req, map.get("format"))?;
     let q = parse_rows(&map, false)?;
-    let store = state.store(source)?;
+    let store = state.source(source)?;
     let (first, rest) = open_stream(store.export(&q)).await?;
     Ok(stream_response(format, first, rest)?)
 }

@@ -10,35 +10,17 @@ pub mod logs;
 pub mod ops;
 pub mod sql;
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use crate::auth::OPEN_PATHS;
 use crate::error::{retry_after_secs, QueryError};
-use crate::metrics::Metrics;
-use crate::query::{Params, Source};
+use crate::query::Params;
 use crate::service::{CacheInfo, Service};
-
-/// Everything a request handler can reach. Cloned per worker (all fields are shared).
-pub struct AppState {
-    pub postgres: Option<Arc<Service>>,
-    pub hdfs: Option<Arc<Service>>,
-    pub metrics: Arc<Metrics>,
-    /// The SQL engine behind `POST /api/sql` (and Flight SQL).
-    pub sql: Option<Arc<crate::sql::SqlEngine>>,
-    /// Bearer-token check applied by [`crate::auth::http_guard`]; off when no tokens.
-    pub auth: Arc<crate::auth::Auth>,
-}
-
-impl AppState {
-    pub fn store(&self, source: Source) -> Result<Arc<Service>, QueryError> {
-        crate::service::select(source, &self.postgres, &self.hdfs)
-    }
-}
 
 /// A [`QueryError`] on its way out as an HTTP response.
 #[derive(Debug)]
@@ -64,8 +46,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            // Every 5xx leaves its cause in the log.
-            tracing::warn!(status = status.as_u16(), error = %self.0, "request failed");
+            // Every 5xx leaves its cause (the whole chain) in the log.
+            tracing::warn!(status = status.as_u16(), error = %self.0.chain(), "request failed");
         }
         let mut resp = HttpResponse::build(status);
         if let Some(ra) = self.0.retry_after() {
@@ -112,7 +94,7 @@ pub async fn observe(
     next: actix_web::middleware::Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let metrics = req.app_data::<web::Data<Service>>().map(|s| s.metrics().clone());
     // A request id ties together every log line of one request (and is echoed to the client).
     let request_id = req
         .headers()
@@ -137,4 +119,25 @@ pub async fn observe(
         m.http_latency.with_labels(&[&route, &source]).observe(start.elapsed());
     }
     Ok(res)
+}
+
+/// 401 with the JSON error body unless the request is authenticated (tokens configured in
+/// `[auth]`; `/health`, `/ready` and `/metrics` stay open).
+pub async fn guard(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let auth = req.app_data::<web::Data<Service>>().map(|s| s.auth().clone());
+    if let Some(auth) = auth.filter(|a| a.enabled()) {
+        if !OPEN_PATHS.contains(&req.path()) {
+            let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if let Err(e) = auth.check(header) {
+                let resp = HttpResponse::Unauthorized()
+                    .insert_header(("WWW-Authenticate", "Bearer realm=\"fletch\""))
+                    .json(e.to_json());
+                return Ok(req.into_response(resp));
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }

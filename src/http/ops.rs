@@ -3,19 +3,21 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
-use crate::sources::LogStore;
+use crate::query::Source;
+use crate::service::Service;
+use crate::store::LogStore;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "UP"}))
 }
 
 /// 200 when every configured source can serve queries now, else 503 with the reasons.
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+pub async fn ready(state: web::Data<Service>) -> HttpResponse {
     let mut sources = serde_json::Map::new();
     let mut all_ready = true;
-    for (name, store) in [("postgres", &state.postgres), ("hdfs", &state.hdfs)] {
-        if let Some(store) = store {
+    for source in [Source::Postgres, Source::Hdfs] {
+        if let Ok(store) = state.source(source) {
+            let name = source.name();
             let r = store.readiness().await;
             all_ready &= r.ready;
             sources.insert(name.into(), json!({"ready": r.ready, "detail": r.detail}));
@@ -29,8 +31,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+pub async fn metrics(state: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics().render())
 }
 
 pub async fn openapi() -> HttpResponse {

@@ -6,7 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::logs::{negotiate_format, open_stream, stream_response};
-use super::{query_params, ApiError, AppState};
+use super::{query_params, ApiError};
+use crate::service::Service;
 use crate::error::QueryError;
 use crate::query::check_params;
 
@@ -18,7 +19,7 @@ struct SqlRequest {
     format: Option<String>,
 }
 
-pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
     let query = check_params(&query_params(&req), &["format"])?;
     let parsed: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         QueryError::invalid(
@@ -28,10 +29,6 @@ pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
         )
     })?;
     let format = negotiate_format(&req, parsed.format.as_ref().or(query.get("format")))?;
-    let engine = state
-        .sql
-        .clone()
-        .ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))?;
-    let (first, rest) = open_stream(async move { Ok(engine.execute(parsed.sql, Vec::new())) }).await?;
+    let (first, rest) = open_stream(state.sql(parsed.sql, Vec::new())).await?;
     Ok(stream_response(format, first, rest)?)
 }

@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::sources::logs_schema;
+use crate::schema::logs_schema;
 
 pub const LEVELS: &[&str] = &["INFO", "DEBUG", "WARN", "ERROR"];
 pub const SERVICES: &[&str] = &["api-gateway", "user-service", "order-service", "payment-service"];

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::NoTls;
 
-use crate::sources::parquet::open_store;
+use crate::archive::open_store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -67,6 +67,20 @@ pub struct LoadReport {
     pub elapsed: Duration,
     pub pg_total: Option<i64>,
     pub parquet_files: Vec<String>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(f, "loaded {} rows in {secs:.1} s ({:.0} rows/s)", self.rows, self.rows_per_sec())?;
+        if let Some(n) = self.pg_total {
+            writeln!(f, "postgres: table logs now holds {n} rows")?;
+        }
+        if !self.parquet_files.is_empty() {
+            writeln!(f, "parquet: wrote {} files", self.parquet_files.len())?;
+        }
+        Ok(())
+    }
 }
 
 impl LoadReport {

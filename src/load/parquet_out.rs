@@ -13,7 +13,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::LoadError;
-use crate::sources::logs_schema;
+use crate::schema::logs_schema;
 
 /// Rows per row group: small enough that statistics prune well, large enough to scan fast.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;

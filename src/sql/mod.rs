@@ -1,29 +1,27 @@
 //! SQL over both sources in one catalog, for Flight SQL and `POST /api/sql`.
 //!
-//! Catalog `fletch`: `postgres.logs` ([`pg_table::PgTable`], scans pushed down to
-//! PostgreSQL) and `hdfs.logs` ([`hdfs_table::HdfsTable`], the Parquet directory), plus
-//! DataFusion's `information_schema`. The default schema `public` is empty, so every table
-//! is named with its source. Only queries are accepted (no DDL, DML or `SET`).
+//! Catalog `fletch`: `postgres.logs` ([`PgTable`], scans pushed down to PostgreSQL) and
+//! `hdfs.logs` ([`ArchiveTable`], the Parquet directory), plus DataFusion's
+//! `information_schema`. The default schema `public` is empty, so every table is named
+//! with its source. Only queries are accepted (no DDL, DML or `SET`).
 //!
 //! Planning and execution run on the [`DedicatedExecutor`]; results come back batch by
 //! batch over its bounded channel. Every result stream starts with an empty batch that
-//! carries the schema (also for zero rows), like the sources' streams.
+//! carries the schema (also for zero rows), like the sources' streams. Admission, the
+//! time budget and cancellation are the service's ([`crate::service::Service::sql`]).
 //!
-//! - [`pushdown`]: filter expressions → PostgreSQL conditions with bind parameters.
-//! - [`pg_pushdown`]: whole aggregate/sort/join queries over PostgreSQL tables, run there.
-//! - [`hdfs_rollup`]: `GROUP BY label` + `count(*)` over `hdfs.logs` from the rollups.
-//! - [`pg_table`], [`hdfs_table`]: the table providers.
+//! - [`limits`]: how long and how deep a statement may be, checked before planning.
+//! - [`cancel`]: stopping a running plan between any two of its batches.
 //! - [`wire`]: result types every client can read (no view types).
+//! - The stores bring their own SQL pieces: [`crate::postgres::whole_query`] (queries over
+//!   PostgreSQL alone run there whole) and [`crate::archive::sql_rollup`] (label
+//!   aggregates over `hdfs.logs` from the rollups).
 
-pub mod hdfs_rollup;
-pub mod hdfs_table;
-pub mod pg_pushdown;
-pub mod pg_table;
-pub mod pushdown;
+pub mod cancel;
+pub mod limits;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -35,19 +33,19 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
-use actix::Addr;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{stream, StreamExt};
 
-use crate::actors::admission::{Acquire, Admission, Lane, Permit};
-use crate::error::QueryError;
+use crate::archive::table::ArchiveTable;
+use crate::archive::{sql_rollup, Archive};
+use crate::error::{QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
+use crate::postgres::table::PgTable;
+use crate::postgres::{whole_query, PgSource};
 use crate::query::Source;
-use crate::sources::parquet::ParquetSource;
-use crate::sources::postgres::PgSource;
-use crate::sources::BatchStream;
+use crate::stream::BatchStream;
 
 /// The catalog every table lives in.
 pub const CATALOG: &str = "fletch";
@@ -77,29 +75,44 @@ pub struct Prepared {
 pub struct SqlEngine {
     ctx: SessionContext,
     executor: Arc<DedicatedExecutor>,
-    /// When set, every query holds an export-lane permit of each source it reads for as
-    /// long as its stream lives (overload → UNAVAILABLE / 503 with a retry hint).
-    admission: Option<Addr<Admission>>,
-    /// Runs whole PostgreSQL-only queries (see [`pg_pushdown`]).
+    /// Runs whole PostgreSQL-only queries (see [`whole_query`]).
     pg: Option<PgSource>,
-    /// Answers archive aggregates from its rollups (see [`hdfs_rollup`]).
-    hdfs: Option<ParquetSource>,
-    metrics: Option<Arc<Metrics>>,
+    /// Answers archive aggregates from its rollups (see [`sql_rollup`]).
+    hdfs: Option<Archive>,
+    /// Counts queries PostgreSQL ran whole and archive aggregates answered from rollups
+    /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"}`).
+    metrics: Arc<Metrics>,
+}
+
+/// A statement planned and ready to run: what it reads decides which permits it needs.
+pub struct Planned {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    logical: LogicalPlan,
+    /// The sources it scans, in a fixed order (postgres, hdfs).
+    pub sources: Vec<Source>,
+    /// The result schema as clients receive it.
+    pub schema: SchemaRef,
 }
 
 impl SqlEngine {
     /// Build the catalog over the configured sources. Shares the Parquet source's runtime
     /// (memory pool, object stores) and dedicated executor when there is one.
-    pub fn new(pg: Option<PgSource>, parquet: Option<ParquetSource>, partitions: usize) -> Result<Self, QueryError> {
+    pub fn new(
+        pg: Option<PgSource>,
+        parquet: Option<Archive>,
+        partitions: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, QueryError> {
         let (config, runtime, executor) = match &parquet {
             Some(p) => (p.context().copied_config(), p.context().runtime_env(), p.executor().clone()),
             None => {
                 let runtime = RuntimeEnvBuilder::new()
                     .with_memory_limit(512 * 1024 * 1024, 1.0)
                     .build_arc()
-                    .map_err(|e| QueryError::Internal(format!("SQL runtime: {e}")))?;
+                    .map_err(|e| QueryError::internal(format!("SQL runtime: {e}")))?;
                 let executor = DedicatedExecutor::new("fletch-sql", partitions)
-                    .map_err(|e| QueryError::Internal(format!("SQL runtime: {e}")))?;
+                    .map_err(|e| QueryError::internal(format!("SQL runtime: {e}")))?;
                 (SessionConfig::new().with_target_partitions(partitions.max(1)), runtime, Arc::new(executor))
             }
         };
@@ -110,7 +123,7 @@ impl SqlEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = ctx
             .catalog(CATALOG)
-            .ok_or_else(|| QueryError::Internal("default catalog missing".into()))?;
+            .ok_or_else(|| QueryError::internal("default catalog missing"))?;
         let add = |schema: &str, table: Arc<dyn TableProvider>| -> Result<(), QueryError> {
             let provider = Arc::new(MemorySchemaProvider::new());
             provider.register_table("logs".into(), table).map_err(sql_error)?;
@@ -118,24 +131,12 @@ impl SqlEngine {
             Ok(())
         };
         if let Some(pg) = &pg {
-            add("postgres", Arc::new(pg_table::PgTable::logs(pg.clone())))?;
+            add("postgres", Arc::new(PgTable::logs(pg.clone())))?;
         }
         if let Some(p) = &parquet {
-            add("hdfs", Arc::new(hdfs_table::HdfsTable::new(p.clone())))?;
+            add("hdfs", Arc::new(ArchiveTable::new(p.clone())))?;
         }
-        Ok(Self { ctx, executor, admission: None, pg, hdfs: parquet, metrics: None })
-    }
-
-    pub fn with_admission(mut self, admission: Addr<Admission>) -> Self {
-        self.admission = Some(admission);
-        self
-    }
-
-    /// Count queries PostgreSQL ran whole and archive aggregates answered from rollups
-    /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"}`).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
+        Ok(Self { ctx, executor, pg, hdfs: parquet, metrics })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -147,8 +148,7 @@ impl SqlEngine {
         let (ctx, sql) = (self.ctx.clone(), sql.to_string());
         self.executor
             .run(async move {
-                let (plan, _, _, _) = physical_plan(&ctx, &sql, params).await?;
-                Ok(wire::wire_schema(&plan.schema()))
+                Ok(physical_plan(&ctx, &sql, params).await?.schema)
             })
             .await
     }
@@ -177,41 +177,43 @@ impl SqlEngine {
             .await
     }
 
-    /// Run `sql` (with values for `$1`, `$2`, …). The first item is an empty batch with the
-    /// result schema; dropping the stream stops the query (and cancels PostgreSQL scans).
-    pub fn execute(&self, sql: String, params: Vec<ScalarValue>) -> BatchStream {
-        let (ctx, admission, pg, metrics) = (self.ctx.clone(), self.admission.clone(), self.pg.clone(), self.metrics.clone());
-        let hdfs = self.hdfs.clone();
-        self.executor.stream(async move {
-            let (mut plan, task, sources, logical) = physical_plan(&ctx, &sql, params).await?;
-            let permits = admit(admission, &sources).await?;
-            let schema = wire::wire_schema(&plan.schema());
+    /// Plan `sql` with values for `$1`, `$2`, … (on the executor, nothing is run yet).
+    pub async fn plan(&self, sql: String, params: Vec<ScalarValue>) -> Result<Planned, QueryError> {
+        let ctx = self.ctx.clone();
+        self.executor.run(async move { physical_plan(&ctx, &sql, params).await }).await
+    }
+
+    /// Run a planned statement. The first item is an empty batch with the result schema;
+    /// dropping the stream stops the query (and cancels PostgreSQL scans).
+    pub fn run(&self, planned: Planned) -> BatchStream {
+        let (ctx, pg, hdfs, metrics) = (self.ctx.clone(), self.pg.clone(), self.hdfs.clone(), self.metrics.clone());
+        let flag = cancel::CancelFlag::default();
+        let on_drop = cancel::CancelOnDrop(flag.clone());
+        let results = self.executor.stream(async move {
+            let Planned { mut plan, task, logical, schema, .. } = planned;
             if let Some(rolled) = answer_from_rollups(&ctx, hdfs.as_ref(), &logical, &plan.schema()).await {
-                if let Some(m) = &metrics {
-                    m.executions.with_labels(&[Source::Hdfs.name(), "sql_rollup"]).inc();
-                }
+                metrics.executions.with_labels(&[Source::Hdfs.name(), "sql_rollup"]).inc();
                 plan = rolled;
             }
-            let results: BatchStream = match push_to_postgres(pg.as_ref(), &logical, schema.clone()).await {
+            let results: BatchStream = match push_to_postgres(pg.as_ref(), &logical, schema.clone()).await? {
                 Some(pushed) => {
-                    if let Some(m) = &metrics {
-                        m.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
-                    }
+                    metrics.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
                     pushed
                 }
                 None => {
+                    let plan = cancel::guard(plan, &flag).map_err(sql_error)?;
                     let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
                     let schema = schema.clone();
                     Box::pin(results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema))))
                 }
             };
             let first = RecordBatch::new_empty(schema);
-            let rest = results.map(move |b| {
-                let _held = &permits;
-                b
-            });
-            Ok(Box::pin(stream::once(async move { Ok(first) }).chain(rest)) as BatchStream)
-        })
+            Ok(Box::pin(stream::once(async move { Ok(first) }).chain(results)) as BatchStream)
+        });
+        Box::pin(results.map(move |b| {
+            let _cancels_when_dropped = &on_drop;
+            b
+        }))
     }
 
     /// Every table of every catalog, with its Arrow schema.
@@ -258,11 +260,11 @@ impl SqlEngine {
 /// answer exactly and the result keeps the schema already announced.
 async fn answer_from_rollups(
     ctx: &SessionContext,
-    hdfs: Option<&ParquetSource>,
+    hdfs: Option<&Archive>,
     plan: &LogicalPlan,
     announced: &SchemaRef,
 ) -> Option<Arc<dyn ExecutionPlan>> {
-    let rewritten = hdfs_rollup::rewrite(hdfs?, plan).await?;
+    let rewritten = sql_rollup::rewrite(hdfs?, plan).await?;
     match ctx.state().create_physical_plan(&rewritten).await {
         Ok(p) if same_types(&p.schema(), announced) => Some(p),
         Ok(p) => {
@@ -281,38 +283,30 @@ fn same_types(a: &Schema, b: &Schema) -> bool {
 }
 
 /// The whole query run by PostgreSQL, when it reads only PostgreSQL and is worth it.
-async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, want: SchemaRef) -> Option<BatchStream> {
-    let pg = pg?;
-    if !pg_pushdown::candidate(plan) {
-        return None;
+async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, want: SchemaRef) -> Result<Option<BatchStream>, QueryError> {
+    let Some(pg) = pg else { return Ok(None) };
+    if !whole_query::candidate(plan) {
+        return Ok(None);
     }
-    let sql = pg_pushdown::to_postgres_sql(plan)?;
-    pg_pushdown::run(pg, sql, want).await
+    let Some(sql) = whole_query::to_postgres_sql(plan) else { return Ok(None) };
+    whole_query::run(pg, sql, want).await
 }
 
 fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
+/// Parse, check against [`limits`], plan. Runs on the executor, whose threads have stacks
+/// deep enough for anything the limits let through.
 async fn logical(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
-    if sql.trim().is_empty() {
-        return Err(QueryError::invalid("sql", "is empty", None));
-    }
-    ctx.sql_with_options(sql, read_only()).await.map_err(sql_error)
-}
-
-/// Permits for every source a query reads, always taken in the same order.
-async fn admit(admission: Option<Addr<Admission>>, sources: &[Source]) -> Result<Vec<Permit>, QueryError> {
-    let Some(admission) = admission else { return Ok(Vec::new()) };
-    let mut permits = Vec::new();
-    for source in sources {
-        let p = admission
-            .send(Acquire { source: *source, lane: Lane::Export })
-            .await
-            .map_err(|e| QueryError::Internal(format!("admission actor unreachable: {e}")))??;
-        permits.push(p);
-    }
-    Ok(permits)
+    limits::check_text(sql)?;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
+    limits::check_statement(&statement)?;
+    let plan = state.statement_to_plan(statement).await.map_err(sql_error)?;
+    read_only().verify_plan(&plan).map_err(sql_error)?;
+    ctx.execute_logical_plan(plan).await.map_err(sql_error)
 }
 
 /// The sources a plan scans, in a fixed order (postgres, hdfs).
@@ -336,7 +330,7 @@ async fn physical_plan(
     ctx: &SessionContext,
     sql: &str,
     params: Vec<ScalarValue>,
-) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, Vec<Source>, LogicalPlan), QueryError> {
+) -> Result<Planned, QueryError> {
     let mut df = logical(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
     if !expected.is_empty() || !params.is_empty() {
@@ -366,7 +360,8 @@ async fn physical_plan(
     let logical = df.logical_plan().clone();
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await.map_err(sql_error)?;
-    Ok((plan, task, sources, logical))
+    let schema = wire::wire_schema(&plan.schema());
+    Ok(Planned { plan, task, logical, sources, schema })
 }
 
 /// `$3` → 3.
@@ -413,12 +408,12 @@ pub fn sql_error(e: DataFusionError) -> QueryError {
             QueryError::Sql(text)
         }
         DataFusionError::ResourcesExhausted(_) => {
-            QueryError::Overloaded { source_name: "sql", reason: text, retry_after: Duration::from_secs(1) }
+            QueryError::overloaded("sql", text, RetryAfter::QueueFull)
         }
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-            QueryError::Unavailable { source_name: "hdfs", reason: text, retry_after: Duration::from_secs(1) }
+            QueryError::unavailable("hdfs", text, RetryAfter::Outage)
         }
-        _ => QueryError::Internal(text),
+        _ => QueryError::internal(text),
     }
 }
 
@@ -428,7 +423,7 @@ mod tests {
 
     #[test]
     fn provider_errors_keep_their_class() {
-        let q = QueryError::Overloaded { source_name: "postgres", reason: "busy".into(), retry_after: Duration::from_secs(1) };
+        let q = QueryError::overloaded("postgres", "busy", RetryAfter::QueueFull);
         let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(q))));
         assert!(matches!(sql_error(wrapped), QueryError::Overloaded { source_name: "postgres", .. }));
         assert!(matches!(sql_error(DataFusionError::Plan("no such table".into())), QueryError::Sql(_)));

@@ -1,6 +1,6 @@
 //! One PostgreSQL connection, owned by one supervised actor.
 //!
-//! The actor connects on start, reports itself to the [`PgRouter`](super::pg_router::PgRouter),
+//! The actor connects on start, reports itself to the [`PgRouter`](super::router::PgRouter),
 //! runs one job at a time (`ctx.wait` keeps the mailbox closed while a query streams), and
 //! stops itself when the connection is lost so that its `Supervisor` restarts it; reconnect
 //! attempts back off exponentially. Rows are converted to Arrow batches here and pushed into
@@ -12,86 +12,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::pg_router::{ConnDown, ConnIdle, ConnReady, PgRouter};
-use crate::error::QueryError;
+use super::batches::{schema_for, BatchBuilder};
+use super::errors::{map_pg_error, unavailable};
+use super::messages::{ConnDown, ConnIdle, ConnReady, PgJob, PgSettings, RouterLink, Run};
 use crate::metrics::Metrics;
-use crate::sources::pg_arrow::{schema_for, BatchBuilder};
-
-/// A bind parameter. Column names never travel as parameters: they come from whitelists.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PgParam {
-    Text(String),
-    F64(f64),
-    I64(i64),
-}
-
-impl ToSql for PgParam {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            PgParam::Text(s) => s.to_sql(ty, out),
-            PgParam::F64(f) => f.to_sql(ty, out),
-            PgParam::I64(i) => i.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    // Delegate the type check to the wrapped value so a mismatch is an error, not garbage.
-    fn to_sql_checked(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            PgParam::Text(s) => s.to_sql_checked(ty, out),
-            PgParam::F64(f) => f.to_sql_checked(ty, out),
-            PgParam::I64(i) => i.to_sql_checked(ty, out),
-        }
-    }
-}
-
-pub type BatchSender = mpsc::Sender<Result<RecordBatch, QueryError>>;
-
-/// A query for a connection actor: SQL, parameters, and where the batches go.
-#[derive(Debug)]
-pub struct PgJob {
-    pub sql: Arc<str>,
-    pub params: Vec<PgParam>,
-    pub tx: BatchSender,
-    /// The job must have started by then, or it is answered with 503.
-    pub start_deadline: Instant,
-    pub enqueued_at: Instant,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Run(pub PgJob);
 
 /// Sent by the connection's driver task when the socket closes.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ConnectionLost(String);
-
-/// Settings shared by every connection actor.
-#[derive(Debug)]
-pub struct PgSettings {
-    pub pg: tokio_postgres::Config,
-    pub batch_rows: usize,
-    pub connect_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
+struct ConnectionLost {
+    /// The connection it was about: a stale driver task must not end a newer connection.
+    generation: u64,
+    reason: String,
 }
 
 const STATEMENT_CACHE_MAX: usize = 256;
@@ -100,7 +36,7 @@ const MAILBOX_CAPACITY: usize = 4;
 pub struct PgConnection {
     id: usize,
     settings: Arc<PgSettings>,
-    router: Addr<PgRouter>,
+    router: RouterLink,
     metrics: Arc<Metrics>,
     client: Option<Arc<Client>>,
     statements: HashMap<Arc<str>, Statement>,
@@ -110,7 +46,7 @@ pub struct PgConnection {
 }
 
 impl PgConnection {
-    pub fn new(id: usize, settings: Arc<PgSettings>, router: Addr<PgRouter>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(id: usize, settings: Arc<PgSettings>, router: RouterLink, metrics: Arc<Metrics>) -> Self {
         let backoff = settings.backoff_min;
         Self { id, settings, router, metrics, client: None, statements: HashMap::new(), backoff, generation: 0 }
     }
@@ -134,18 +70,18 @@ impl PgConnection {
                         Ok(()) => "connection closed".to_string(),
                         Err(e) => e.to_string(),
                     };
-                    me.do_send(ConnectionLost(format!("{generation}:{reason}")));
+                    me.do_send(ConnectionLost { generation, reason });
                 });
                 act.client = Some(Arc::new(client));
                 act.statements.clear();
                 act.backoff = act.settings.backoff_min;
                 tracing::info!(conn = act.id, "postgres connection established");
-                act.router.do_send(ConnReady { id: act.id, addr: ctx.address() });
+                act.router.ready.do_send(ConnReady { id: act.id, conn: ctx.address().recipient() });
             }
             Err(reason) => {
                 let retry_in = act.backoff;
                 tracing::warn!(conn = act.id, %reason, ?retry_in, "postgres connect failed");
-                act.router.do_send(ConnDown { id: act.id, reason, retry_in });
+                act.router.down.do_send(ConnDown { id: act.id, reason, retry_in });
                 act.backoff = (act.backoff * 2).min(act.settings.backoff_max);
                 ctx.run_later(retry_in, |act, ctx| act.connect(ctx));
             }
@@ -174,12 +110,11 @@ impl Supervised for PgConnection {
 impl Handler<ConnectionLost> for PgConnection {
     type Result = ();
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
-        let (generation, reason) = msg.0.split_once(':').unwrap_or(("0", &msg.0));
-        if generation.parse::<u64>().ok() != Some(self.generation) {
+        if msg.generation != self.generation {
             return;
         }
-        tracing::warn!(conn = self.id, %reason, "postgres connection lost");
-        self.router.do_send(ConnDown { id: self.id, reason: reason.to_string(), retry_in: self.backoff });
+        tracing::warn!(conn = self.id, reason = %msg.reason, "postgres connection lost");
+        self.router.down.do_send(ConnDown { id: self.id, reason: msg.reason, retry_in: self.backoff });
         // Let the supervisor restart us: a fresh start reconnects with backoff.
         ctx.stop();
     }
@@ -208,32 +143,10 @@ impl Handler<Run> for PgConnection {
             if lost {
                 ctx.stop();
             } else {
-                act.router.do_send(ConnIdle { id: act.id });
+                act.router.idle.do_send(ConnIdle { id: act.id });
             }
         }));
     }
-}
-
-fn unavailable(reason: &str, retry_after: Duration) -> QueryError {
-    QueryError::Unavailable { source_name: "postgres", reason: reason.to_string(), retry_after }
-}
-
-/// Map a driver error to what the client should see.
-pub fn map_pg_error(e: &tokio_postgres::Error) -> QueryError {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        return match &code[..2] {
-            // syntax error or access rule violation, data exception: the query is wrong
-            "42" | "22" => QueryError::Sql(db.message().to_string()),
-            "57" if code == "57014" => QueryError::Timeout(Duration::ZERO),
-            "57" | "08" | "53" => unavailable(db.message(), Duration::from_secs(1)),
-            _ => QueryError::Store { source_name: "postgres", message: db.message().to_string() },
-        };
-    }
-    if e.is_closed() {
-        return unavailable(&format!("connection lost: {e}"), Duration::from_secs(1));
-    }
-    QueryError::Store { source_name: "postgres", message: e.to_string() }
 }
 
 /// Runs one job to completion. Returns a newly prepared statement to cache, and whether
@@ -268,12 +181,22 @@ async fn run_job(
         }
     };
     let cancel = client.cancel_token();
-    let rows = match client.query_raw(&stmt, job.params.iter().map(|p| p as &dyn ToSql)).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = job.tx.send(Err(map_pg_error(&e))).await;
+    // An aggregate or join sends its first row only when it is done: watch for the client
+    // leaving while PostgreSQL computes, not only between rows.
+    let started_query = client.query_raw(&stmt, job.params.iter().map(|p| p as &dyn ToSql));
+    let rows = tokio::select! {
+        biased;
+        _ = job.tx.closed() => {
+            send_cancel(&cancel, &metrics, started).await;
             return (newly_prepared, client.is_closed());
         }
+        r = started_query => match r {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = job.tx.send(Err(map_pg_error(&e))).await;
+                return (newly_prepared, client.is_closed());
+            }
+        },
     };
     futures::pin_mut!(rows);
     let mut builder = BatchBuilder::new(schema, stmt.columns(), batch_rows);
@@ -311,11 +234,7 @@ async fn run_job(
         }
     }
     if cancelled {
-        metrics.pg_cancels.inc();
-        tracing::info!(elapsed = ?started.elapsed(), "client went away; cancelling postgres query");
-        if let Err(e) = cancel.cancel_query(NoTls).await {
-            tracing::warn!(error = %e, "postgres cancel request failed");
-        }
+        send_cancel(&cancel, &metrics, started).await;
         // Drain what the server already sent so the connection is clean for the next job.
         while let Some(r) = rows.next().await {
             if r.is_err() {
@@ -324,4 +243,12 @@ async fn run_job(
         }
     }
     (newly_prepared, client.is_closed())
+}
+
+async fn send_cancel(cancel: &tokio_postgres::CancelToken, metrics: &Metrics, started: Instant) {
+    metrics.pg_cancels.inc();
+    tracing::info!(elapsed = ?started.elapsed(), "client went away; cancelling postgres query");
+    if let Err(e) = cancel.cancel_query(NoTls).await {
+        tracing::warn!(error = %e, "postgres cancel request failed");
+    }
 }

@@ -24,8 +24,8 @@ use datafusion::sql::unparser::Unparser;
 use futures::{stream, StreamExt};
 
 use crate::error::QueryError;
-use crate::sources::postgres::PgSource;
-use crate::sources::BatchStream;
+use crate::postgres::PgSource;
+use crate::stream::BatchStream;
 
 /// The fletch schema whose tables live in PostgreSQL (under their own names).
 const PG_SCHEMA: &str = "postgres";
@@ -82,29 +82,34 @@ fn strip_prefix_parts<T>(parts: &mut Vec<T>, is_schema: impl Fn(&T) -> bool, kee
 }
 
 /// Run `sql` on PostgreSQL and shape the result as `want`; `None` (after logging why) when
-/// PostgreSQL rejects it or its columns do not fit, so the caller can fall back.
-pub async fn run(pg: &PgSource, sql: String, want: SchemaRef) -> Option<BatchStream> {
+/// PostgreSQL rejects the text or its columns do not fit, so the caller can fall back.
+/// PostgreSQL being down, saturated or cancelling the query is the answer, not a reason
+/// to run the query a second time in DataFusion.
+pub async fn run(pg: &PgSource, sql: String, want: SchemaRef) -> Result<Option<BatchStream>, QueryError> {
+    let fallback = |e: QueryError, what: &str| -> Result<Option<BatchStream>, QueryError> {
+        match e {
+            QueryError::Sql(_) | QueryError::Store { .. } => {
+                tracing::debug!(error = %e, %sql, "{what}; DataFusion runs the query");
+                Ok(None)
+            }
+            other => Err(other),
+        }
+    };
     let mut rows = match pg.query(sql.clone(), Vec::new()).await {
         Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, %sql, "postgres pushdown not possible; DataFusion runs the query");
-            return None;
-        }
+        Err(e) => return fallback(e, "postgres pushdown not possible"),
     };
     let first = match rows.next().await {
         Some(Ok(b)) => b,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, %sql, "postgres rejected the pushed-down query; DataFusion runs it");
-            return None;
-        }
-        None => return None,
+        Some(Err(e)) => return fallback(e, "postgres rejected the pushed-down query"),
+        None => return Ok(None),
     };
     let have = first.schema();
     let fits = have.fields().len() == want.fields().len()
         && have.fields().iter().zip(want.fields().iter()).all(|(h, w)| arrow::compute::can_cast_types(h.data_type(), w.data_type()));
     if !fits {
         tracing::debug!(%sql, have = ?have, "postgres result does not fit the planned schema; DataFusion runs the query");
-        return None;
+        return Ok(None);
     }
     tracing::debug!(%sql, "query pushed down to postgres");
     let shape = move |b: RecordBatch| -> Result<RecordBatch, QueryError> {
@@ -119,7 +124,7 @@ pub async fn run(pg: &PgSource, sql: String, want: SchemaRef) -> Option<BatchStr
     };
     let first = shape(first);
     let rest = rows.map(move |b| b.and_then(&shape));
-    Some(Box::pin(stream::once(async move { first }).chain(rest)))
+    Ok(Some(Box::pin(stream::once(async move { first }).chain(rest))))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::error::QueryError;
+use crate::error::{QueryError, RetryAfter};
 use crate::metrics::Metrics;
 use crate::query::Source;
 
@@ -50,7 +50,6 @@ pub struct Permit {
     addr: Addr<Admission>,
     key: (Source, Lane),
     acquired: Instant,
-    pub waited: Duration,
 }
 
 impl Drop for Permit {
@@ -120,20 +119,16 @@ impl Admission {
         Self { lanes, budget, metrics }
     }
 
-    fn overloaded(&self, key: (Source, Lane), reason: String, retry_after: Duration) -> QueryError {
+    fn overloaded(&self, key: (Source, Lane), reason: String, retry_after: RetryAfter) -> QueryError {
         self.metrics.rejections.with(key.0.name()).inc();
-        QueryError::Overloaded {
-            source_name: key.0.name(),
-            reason,
-            retry_after: retry_after.max(Duration::from_secs(1)),
-        }
+        QueryError::overloaded(key.0.name(), reason, retry_after)
     }
 
-    fn grant(&mut self, key: (Source, Lane), addr: Addr<Self>, waited: Duration) -> Permit {
+    fn grant(&mut self, key: (Source, Lane), addr: Addr<Self>) -> Permit {
         let lane = self.lanes.get_mut(&key).expect("lane exists");
         lane.in_use += 1;
         self.metrics.gauge(&self.metrics.permits_in_use, &lane_label(key), 1);
-        Permit { addr, key, acquired: Instant::now(), waited }
+        Permit { addr, key, acquired: Instant::now() }
     }
 
     fn publish_queue(&self, key: (Source, Lane)) {
@@ -161,7 +156,7 @@ impl Admission {
                     let err = self.overloaded(
                         key,
                         format!("no {} permit within {:?}", key.1.name(), w.enqueued.elapsed()),
-                        retry,
+                        RetryAfter::Expected(retry),
                     );
                     let _ = w.tx.send(Err(err));
                 }
@@ -169,6 +164,14 @@ impl Admission {
             self.publish_queue(key);
         }
     }
+}
+
+/// A permit for `lane` of `source`, or the 503 that says why not.
+pub async fn acquire(admission: &Addr<Admission>, source: Source, lane: Lane) -> Result<Permit, QueryError> {
+    admission
+        .send(Acquire { source, lane })
+        .await
+        .map_err(|e| QueryError::internal(format!("admission actor unreachable: {e}")))?
 }
 
 impl Actor for Admission {
@@ -185,10 +188,10 @@ impl Handler<Acquire> for Admission {
     fn handle(&mut self, msg: Acquire, ctx: &mut Context<Self>) -> Self::Result {
         let key = (msg.source, msg.lane);
         let Some(lane) = self.lanes.get(&key) else {
-            return Box::pin(async move { Err(QueryError::Internal(format!("no admission lane {key:?}"))) });
+            return Box::pin(async move { Err(QueryError::internal(format!("no admission lane {key:?}"))) });
         };
         if lane.in_use < lane.limits.permits && lane.queue.is_empty() {
-            let permit = self.grant(key, ctx.address(), Duration::ZERO);
+            let permit = self.grant(key, ctx.address());
             return Box::pin(async move { Ok(permit) });
         }
         let expected = lane.expected_wait();
@@ -200,7 +203,7 @@ impl Handler<Acquire> for Admission {
             None
         };
         if let Some(reason) = refusal {
-            let err = self.overloaded(key, reason, expected);
+            let err = self.overloaded(key, reason, RetryAfter::Expected(expected));
             return Box::pin(async move { Err(err) });
         }
         let (tx, rx) = oneshot::channel();
@@ -208,7 +211,7 @@ impl Handler<Acquire> for Admission {
         self.lanes.get_mut(&key).expect("lane exists").queue.push_back(Waiter { tx, deadline: now + self.budget, enqueued: now });
         self.publish_queue(key);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(QueryError::Internal("admission actor stopped".into())))
+            rx.await.unwrap_or_else(|_| Err(QueryError::internal("admission actor stopped")))
         })
     }
 }
@@ -229,8 +232,7 @@ impl Handler<Release> for Admission {
             if w.tx.is_closed() {
                 continue;
             }
-            let waited = w.enqueued.elapsed();
-            let permit = self.grant(key, ctx.address(), waited);
+            let permit = self.grant(key, ctx.address());
             if let Err(Ok(p)) = w.tx.send(Ok(permit)) {
                 drop(p); // receiver vanished in between: the permit comes straight back
             }

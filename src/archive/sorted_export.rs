@@ -21,11 +21,11 @@ use object_store::ObjectStore;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::errors::ParquetError;
 
-use super::parquet::map_df_error;
-use super::{logs_schema, BatchStream};
-use crate::actors::parquet_index::FileInfo;
+use super::store::{map_df_error, map_parquet_error};
+use crate::schema::logs_schema;
+use crate::stream::BatchStream;
+use crate::archive::index::FileInfo;
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::query::{Filters, OrderDir};
@@ -113,7 +113,7 @@ async fn read_row_group(
     predicate: Option<Predicate>,
     dir: OrderDir,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let footer = file.footer.clone().ok_or_else(|| QueryError::Internal("sorted export without a footer".into()))?;
+    let footer = file.footer.clone().ok_or_else(|| QueryError::internal("sorted export without a footer"))?;
     let metadata = ArrowReaderMetadata::try_new(footer, Default::default()).map_err(map_parquet_error)?;
     #[allow(deprecated)]
     let reader = ParquetObjectReader::new(store, file.meta.location.clone()).with_file_size(file.meta.size);
@@ -159,22 +159,10 @@ fn keep_matching(batch: RecordBatch, predicate: &dyn PhysicalExpr) -> Result<Rec
     Ok(arrow::compute::filter_record_batch(&batch, mask.as_boolean())?)
 }
 
-/// A read failure: the store not answering is a 503, anything else a store error.
-fn map_parquet_error(e: ParquetError) -> QueryError {
-    match e {
-        ParquetError::External(inner) => QueryError::Unavailable {
-            source_name: "hdfs",
-            reason: format!("the Parquet store did not answer: {inner}"),
-            retry_after: std::time::Duration::from_secs(1),
-        },
-        other => QueryError::Store { source_name: "hdfs", message: other.to_string() },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::parquet_index::RowGroupStats;
+    use crate::archive::index::RowGroupStats;
     use object_store::{path::Path as StorePath, ObjectMeta};
 
     fn file(groups: &[(f64, f64)], sorted: bool) -> FileInfo {

@@ -1,7 +1,7 @@
-//! The query service in front of each store: admission (a permit per source and lane),
+//! The service in front of one store: admission (a permit per source and lane),
 //! single-flight execution of identical queries, a short-lived result cache with its age
-//! reported, and per-query time budgets. Front ends (HTTP, Flight) talk to a [`Service`];
-//! it is itself a [`LogStore`], so anything written against the trait gets all of this.
+//! reported, and per-query time budgets. It is itself a [`LogStore`], so anything written
+//! against the trait gets all of this.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,20 +12,19 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::{stream, StreamExt};
 
-use crate::actors::admission::{Acquire, Admission, Lane, Permit};
+use super::admission::{acquire, Admission, Lane};
 use crate::coalesce::{SingleFlight, TtlCache};
 use crate::error::QueryError;
 use crate::metrics::Metrics;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source, MAX_PAGE_LIMIT};
-use crate::sources::{BatchStream, CountAnswer, LogStore, Readiness};
+use crate::store::{CountAnswer, LogStore, Readiness};
+use crate::stream::BatchStream;
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheInfo {
     /// Age of a cached answer (`None`: computed for this request).
     pub age: Option<Duration>,
-    /// This request joined an identical query that was already running.
-    pub coalesced: bool,
 }
 
 /// A collected page of rows. Its JSON rendering is made on first use and then shared by
@@ -75,7 +74,7 @@ pub struct ServiceSettings {
     pub cache_max_entries: usize,
 }
 
-pub struct Service {
+pub struct SourceService {
     inner: Arc<dyn LogStore>,
     source: Source,
     admission: Addr<Admission>,
@@ -101,14 +100,8 @@ impl<V: Clone> Memo<V> {
     }
 }
 
-async fn acquire(admission: &Addr<Admission>, source: Source, lane: Lane) -> Result<Permit, QueryError> {
-    admission
-        .send(Acquire { source, lane })
-        .await
-        .map_err(|e| QueryError::Internal(format!("admission actor unreachable: {e}")))?
-}
 
-impl Service {
+impl SourceService {
     pub fn new(inner: Arc<dyn LogStore>, admission: Addr<Admission>, metrics: Arc<Metrics>, s: &ServiceSettings) -> Self {
         Self {
             source: inner.source(),
@@ -122,10 +115,6 @@ impl Service {
             stats: Arc::new(Memo::new(s)),
             max_stale: s.max_stale,
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn LogStore> {
-        &self.inner
     }
 
     /// Cached answer, or one shared execution under a permit and the time budget.
@@ -159,7 +148,7 @@ impl Service {
                         }
                     });
                 }
-                return Ok((v, CacheInfo { age: Some(age), coalesced: false }));
+                return Ok((v, CacheInfo { age: Some(age) }));
             }
         }
         self.execute(memo.clone(), kind, lane, key, cacheable, run).await
@@ -190,7 +179,10 @@ impl Service {
                     async move {
                         let _permit = acquire(&admission, src, lane).await?;
                         m.executions.with_labels(&[src.name(), kind]).inc();
-                        tokio::time::timeout(budget, work).await.map_err(|_| QueryError::Timeout(budget))?
+                        tokio::time::timeout(budget, work).await.map_err(|_| {
+                            m.timeouts.inc();
+                            QueryError::Timeout(budget)
+                        })?
                     }
                 })
                 .await;
@@ -201,7 +193,7 @@ impl Service {
             if !joined && cacheable(&v) {
                 memo.cache.put(key, v.clone());
             }
-            Ok((v, CacheInfo { age: None, coalesced: joined }))
+            Ok((v, CacheInfo { age: None }))
         }
     }
 
@@ -229,15 +221,14 @@ impl Service {
         .await
     }
 
-    /// Rows of any size, streamed under an export permit held until the stream ends.
+    /// Rows of any size, streamed under an export permit held until the stream ends, each
+    /// wait for a batch bounded by the time budget (see [`super::deadline`]).
     pub async fn export(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
         let permit = acquire(&self.admission, self.source, Lane::Export).await?;
         self.metrics.executions.with_labels(&[self.source.name(), "export"]).inc();
-        let s = self.inner.rows(q).await?;
-        Ok(Box::pin(s.map(move |b| {
-            let _held = &permit;
-            b
-        })))
+        let budget = self.query_timeout;
+        let rows = tokio::time::timeout(budget, self.inner.rows(q)).await.map_err(|_| QueryError::Timeout(budget))??;
+        Ok(super::deadline::bounded(rows, budget, permit, self.metrics.clone()))
     }
 
     pub async fn aggregate_info(&self, q: &AggregateQuery) -> Result<(Groups, CacheInfo), QueryError> {
@@ -257,19 +248,8 @@ impl Service {
     }
 }
 
-/// The service for `source`, or an error naming the setting that would enable it.
-pub fn select(source: Source, postgres: &Option<Arc<Service>>, hdfs: &Option<Arc<Service>>) -> Result<Arc<Service>, QueryError> {
-    let (service, setting) = match source {
-        Source::Postgres => (postgres, "postgres.url"),
-        Source::Hdfs => (hdfs, "parquet.url"),
-    };
-    service.clone().ok_or_else(|| {
-        QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
-    })
-}
-
 #[async_trait]
-impl LogStore for Service {
+impl LogStore for SourceService {
     fn source(&self) -> Source {
         self.source
     }

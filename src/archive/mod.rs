@@ -8,6 +8,20 @@
 //! filter, so DataFusion skips every other file and row group from statistics alone, and
 //! slices are disjoint, so their sorted outputs simply concatenate. The same plan streams
 //! exports of any size in order with memory bounded by one slice.
+//!
+//! - [`store`]: the object store (local or HDFS) and how its failures are classified.
+//! - [`index`]: the actor that lists the directory and reads file footers.
+//! - [`rollup`]: per-file counts by label, for aggregates without a scan.
+//! - [`sorted_export`]: exports of time-ordered files streamed without a sort.
+//! - [`table`]: `hdfs.logs` as a DataFusion table; [`sql_rollup`]: SQL label aggregates
+//!   answered from the rollups.
+
+pub mod index;
+pub mod rollup;
+pub mod sorted_export;
+pub mod sql_rollup;
+pub mod store;
+pub mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,26 +32,26 @@ use arrow::datatypes::Int64Type;
 use async_trait::async_trait;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{col, lit, Expr};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::{stream, StreamExt, TryStreamExt};
-use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 
-use super::count::CountCache;
-use super::rollup::{self, Labels, Rollups};
-use super::sorted_export;
-use super::{BatchStream, CountAnswer, LogStore, Readiness};
-use crate::actors::parquet_index::{FileInfo, IndexSnapshot, ParquetIndex, Refresh, Snapshot};
-use crate::error::QueryError;
+use datafusion::physical_plan::ExecutionPlan;
+
+use self::index::{FileInfo, IndexSnapshot, ArchiveIndex, Refresh, Snapshot};
+use self::rollup::{Labels, Rollups};
+pub use self::store::{map_df_error, open_store};
+use crate::count_cache::CountCache;
+use crate::error::{QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
-use datafusion::physical_plan::ExecutionPlan;
 use crate::query::{AggregateQuery, CountMode, Filters, OrderBy, OrderDir, RowsQuery, Source};
-use crate::sources::logs_schema;
+use crate::schema::logs_schema;
+use crate::store::{CountAnswer, CountKind, LogStore, Readiness};
+use crate::stream::BatchStream;
 
 /// Rows a slice should cover when streaming an export (about one row group).
 const EXPORT_SLICE_ROWS: u64 = 128 * 1024;
@@ -45,59 +59,8 @@ const EXPORT_SLICE_ROWS: u64 = 128 * 1024;
 /// a page far into the table (`offset=5000000`) or a very selective filter.
 const MAX_SLICE_ROWS: u64 = 2 * EXPORT_SLICE_ROWS;
 
-/// Open the object store for a directory URL; returns the store and the directory in it.
-pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryError> {
-    let parsed = url::Url::parse(url).map_err(|e| {
-        QueryError::invalid("parquet.url", format!("`{url}` is not a URL ({e}); use file:///abs/dir or hdfs://host:port/dir"), None)
-    })?;
-    match parsed.scheme() {
-        "file" => {
-            let path = parsed.to_file_path().map_err(|_| QueryError::invalid("parquet.url", "file URL needs an absolute path", None))?;
-            std::fs::create_dir_all(&path)
-                .map_err(|e| QueryError::invalid("parquet.url", format!("cannot create {}: {e}", path.display()), None))?;
-            let store = object_store::local::LocalFileSystem::new();
-            let dir = StorePath::from_filesystem_path(&path)
-                .map_err(|e| QueryError::invalid("parquet.url", e.to_string(), None))?;
-            Ok((Arc::new(store), dir))
-        }
-        "hdfs" => {
-            let authority = format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]);
-            let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
-                .with_url(authority)
-                .build()
-                .map_err(|e| QueryError::invalid("parquet.url", format!("cannot set up HDFS client: {e}"), None))?;
-            Ok((Arc::new(store), StorePath::from(parsed.path())))
-        }
-        other => Err(QueryError::invalid("parquet.url", format!("unsupported scheme `{other}`"), Some(&["file", "hdfs"]))),
-    }
-}
-
-/// Map engine and store failures to what clients are told.
-pub fn map_df_error(e: DataFusionError) -> QueryError {
-    let text = e.to_string();
-    match e.find_root() {
-        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => QueryError::Unavailable {
-            source_name: "hdfs",
-            reason: format!("the Parquet store did not answer: {text}"),
-            retry_after: Duration::from_secs(1),
-        },
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => QueryError::Sql(text),
-        DataFusionError::ResourcesExhausted(_) => QueryError::Overloaded {
-            source_name: "hdfs",
-            reason: text,
-            retry_after: Duration::from_secs(1),
-        },
-        _ if text.contains("HDFS") || text.contains("hdfs") || text.contains("onnection refused") => QueryError::Unavailable {
-            source_name: "hdfs",
-            reason: text,
-            retry_after: Duration::from_secs(1),
-        },
-        _ => QueryError::Store { source_name: "hdfs", message: text },
-    }
-}
-
 #[derive(Clone)]
-pub struct ParquetSource {
+pub struct Archive {
     /// Rows and SQL: plain `Utf8` strings (what every client reads), filters pushed into
     /// the Parquet decoder (top-k slices skip most rows of a row group).
     ctx: SessionContext,
@@ -113,16 +76,16 @@ pub struct ParquetSource {
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
-    index: Addr<ParquetIndex>,
+    index: Addr<ArchiveIndex>,
     executor: Arc<DedicatedExecutor>,
 }
 
-impl ParquetSource {
+impl Archive {
     /// Build the DataFusion session for `url`; `index` must list the same directory.
     pub fn new(
         url: &str,
         store: Arc<dyn ObjectStore>,
-        index: Addr<ParquetIndex>,
+        index: Addr<ArchiveIndex>,
         executor: Arc<DedicatedExecutor>,
         partitions: usize,
         metrics: Arc<Metrics>,
@@ -145,10 +108,10 @@ impl ParquetSource {
         let ctx = SessionContext::new_with_config_rt(config, runtime.clone());
         let scan_ctx = SessionContext::new_with_config_rt(scan_config, runtime);
         let dir_url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-        let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::Internal(e.to_string()))?;
+        let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::internal(e.to_string()))?;
         if parsed.scheme() == "hdfs" {
             let base = url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
-                .map_err(|e| QueryError::Internal(e.to_string()))?;
+                .map_err(|e| QueryError::internal(e.to_string()))?;
             // One runtime, so registering once serves both contexts.
             ctx.register_object_store(&base, store.clone());
         }
@@ -293,18 +256,15 @@ impl ParquetSource {
     }
 
     async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
-        let snap = self.index.send(Snapshot).await.map_err(|e| QueryError::Internal(e.to_string()))?;
+        let snap = self.index.send(Snapshot).await.map_err(|e| QueryError::internal(e.to_string()))?;
         let snap = if snap.refreshed_at.is_none() {
-            self.index.send(Refresh { max_age: Duration::from_secs(1) }).await.map_err(|e| QueryError::Internal(e.to_string()))?
+            self.index.send(Refresh { max_age: Duration::from_secs(1) }).await.map_err(|e| QueryError::internal(e.to_string()))?
         } else {
             snap
         };
         if !snap.healthy {
-            return Err(QueryError::Unavailable {
-                source_name: "hdfs",
-                reason: format!("Parquet store unreachable: {}", snap.last_error.as_deref().unwrap_or("unknown")),
-                retry_after: Duration::from_secs(1),
-            });
+            let reason = format!("Parquet store unreachable: {}", snap.last_error.as_deref().unwrap_or("unknown"));
+            return Err(QueryError::unavailable("hdfs", reason, RetryAfter::Outage));
         }
         Ok(snap)
     }
@@ -532,7 +492,7 @@ fn filter_expr(f: &Filters, lo: Option<f64>, hi: Option<f64>) -> Option<Expr> {
 }
 
 #[async_trait]
-impl LogStore for ParquetSource {
+impl LogStore for Archive {
     fn source(&self) -> Source {
         Source::Hdfs
     }
@@ -570,19 +530,19 @@ impl LogStore for ParquetSource {
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
         let mut totals = std::collections::HashMap::new();
         for (key, n) in self.group_counts(q).await? {
-            *totals.entry(key.unwrap_or_else(|| super::NULL_KEY.to_string())).or_default() += n;
+            *totals.entry(key.unwrap_or_else(|| crate::schema::NULL_KEY.to_string())).or_default() += n;
         }
         Ok(rollup::sorted(totals))
     }
 
     async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
         if mode == CountMode::None {
-            return Ok(CountAnswer { value: None, kind: "none", age: None });
+            return Ok(CountAnswer { value: None, kind: CountKind::None, age: None });
         }
         let snap = self.snapshot().await?;
         if f.is_empty() {
             // Exact, from footers: no scan at all.
-            return Ok(CountAnswer { value: Some(snap.total_rows() as i64), kind: "exact", age: None });
+            return Ok(CountAnswer { value: Some(snap.total_rows() as i64), kind: CountKind::Exact, age: None });
         }
         // Exact: rollups for whole files, a scan for the rest; computed once per filter
         // and file listing, shared by concurrent requests.
@@ -635,7 +595,7 @@ impl LogStore for ParquetSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::parquet_index::RowGroupStats;
+    use crate::archive::index::RowGroupStats;
 
     /// `n` row groups of 100 000 rows, one time unit each, in one file.
     fn snapshot(n: usize) -> IndexSnapshot {

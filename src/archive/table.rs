@@ -11,21 +11,21 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::sources::logs_schema;
-use crate::sources::parquet::ParquetSource;
+use crate::schema::logs_schema;
+use crate::archive::Archive;
 
-pub struct HdfsTable {
-    source: ParquetSource,
+pub struct ArchiveTable {
+    source: Archive,
 }
 
-impl std::fmt::Debug for HdfsTable {
+impl std::fmt::Debug for ArchiveTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HdfsTable")
+        f.write_str("ArchiveTable")
     }
 }
 
-impl HdfsTable {
-    pub fn new(source: ParquetSource) -> Self {
+impl ArchiveTable {
+    pub fn new(source: Archive) -> Self {
         Self { source }
     }
 
@@ -36,7 +36,7 @@ impl HdfsTable {
 }
 
 #[async_trait]
-impl TableProvider for HdfsTable {
+impl TableProvider for ArchiveTable {
     fn schema(&self) -> SchemaRef {
         logs_schema()
     }

@@ -9,47 +9,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::pg_connection::{PgConnection, PgJob, PgSettings, Run};
-use crate::error::QueryError;
+use super::connection::PgConnection;
+use super::messages::{ConnDown, ConnIdle, ConnReady, GetStatus, PgJob, PgSettings, PoolStatus, RouterLink, Run, Submit};
+use crate::error::{QueryError, RetryAfter};
 use crate::metrics::Metrics;
-
-#[derive(Message)]
-#[rtype(result = "Result<(), QueryError>")]
-pub struct Submit(pub PgJob);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnReady {
-    pub id: usize,
-    pub addr: Addr<PgConnection>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnIdle {
-    pub id: usize,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnDown {
-    pub id: usize,
-    pub reason: String,
-    pub retry_in: Duration,
-}
-
-#[derive(Message)]
-#[rtype(result = "PoolStatus")]
-pub struct GetStatus;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PoolStatus {
-    pub size: usize,
-    pub ready: usize,
-    pub busy: usize,
-    pub waiting: usize,
-    pub last_error: Option<String>,
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Slot {
@@ -64,7 +27,7 @@ pub struct PgRouter {
     metrics: Arc<Metrics>,
     size: usize,
     max_waiting: usize,
-    conns: Vec<Option<Addr<PgConnection>>>,
+    conns: Vec<Option<Recipient<Run>>>,
     slots: Vec<Slot>,
     idle: VecDeque<usize>,
     waiting: VecDeque<PgJob>,
@@ -104,14 +67,8 @@ impl PgRouter {
     }
 
     fn unavailable(&self) -> QueryError {
-        QueryError::Unavailable {
-            source_name: "postgres",
-            reason: format!(
-                "no PostgreSQL connection is up ({})",
-                self.last_error.as_deref().unwrap_or("connecting")
-            ),
-            retry_after: self.retry_in,
-        }
+        let reason = format!("no PostgreSQL connection is up ({})", self.last_error.as_deref().unwrap_or("connecting"));
+        QueryError::unavailable("postgres", reason, RetryAfter::Backoff(self.retry_in))
     }
 
     fn dispatch(&mut self, id: usize, job: PgJob) {
@@ -147,11 +104,8 @@ impl PgRouter {
     fn reject_late(&self, job: PgJob) {
         self.metrics.rejections.with("postgres").inc();
         let waited = job.enqueued_at.elapsed();
-        let _ = job.tx.try_send(Err(QueryError::Overloaded {
-            source_name: "postgres",
-            reason: format!("all {} connections stayed busy for {:?}", self.size, waited),
-            retry_after: waited.max(Duration::from_millis(500)),
-        }));
+        let reason = format!("all {} connections stayed busy for {:?}", self.size, waited);
+        let _ = job.tx.try_send(Err(QueryError::overloaded("postgres", reason, RetryAfter::Expected(waited))));
     }
 
     fn expire_waiting(&mut self) {
@@ -175,13 +129,12 @@ impl Actor for PgRouter {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(self.size.max(1));
         self.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
         let me = ctx.address();
+        let link = RouterLink { ready: me.clone().recipient(), idle: me.clone().recipient(), down: me.recipient() };
         for id in 0..self.size {
-            let (settings, metrics, router) = (self.settings.clone(), self.metrics.clone(), me.clone());
+            let (settings, metrics, router) = (self.settings.clone(), self.metrics.clone(), link.clone());
             let arbiter = self.arbiters[id % threads].handle();
-            let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-                PgConnection::new(id, settings, router, metrics)
-            });
-            self.conns.push(Some(addr));
+            let addr = Supervisor::start_in_arbiter(&arbiter, move |_| PgConnection::new(id, settings, router, metrics));
+            self.conns.push(Some(addr.recipient()));
         }
         ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_waiting());
     }
@@ -211,11 +164,8 @@ impl Handler<Submit> for PgRouter {
         }
         if self.waiting.len() >= self.max_waiting {
             self.metrics.rejections.with("postgres").inc();
-            return Err(QueryError::Overloaded {
-                source_name: "postgres",
-                reason: format!("{} queries already waiting for a connection", self.waiting.len()),
-                retry_after: Duration::from_secs(1),
-            });
+            let reason = format!("{} queries already waiting for a connection", self.waiting.len());
+            return Err(QueryError::overloaded("postgres", reason, RetryAfter::QueueFull));
         }
         self.waiting.push_back(job);
         self.publish();
@@ -226,7 +176,7 @@ impl Handler<Submit> for PgRouter {
 impl Handler<ConnReady> for PgRouter {
     type Result = ();
     fn handle(&mut self, msg: ConnReady, _ctx: &mut Context<Self>) {
-        self.conns[msg.id] = Some(msg.addr);
+        self.conns[msg.id] = Some(msg.conn);
         self.last_error = None;
         self.retry_in = self.settings.backoff_min;
         self.on_free(msg.id);

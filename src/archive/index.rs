@@ -35,7 +35,7 @@ pub struct FileInfo {
     pub footer: Option<Arc<ParquetMetaData>>,
     /// Every row group declares itself sorted by `timestamp` ascending, has no null
     /// timestamps, and the columns are exactly the `logs` layout: such files can be
-    /// exported in time order without a sort (see `sources::sorted_export`).
+    /// exported in time order without a sort (see `archive::sorted_export`).
     pub sorted_by_time: bool,
 }
 
@@ -66,7 +66,7 @@ pub struct Refresh {
     pub max_age: Duration,
 }
 
-pub struct ParquetIndex {
+pub struct ArchiveIndex {
     store: Arc<dyn ObjectStore>,
     dir: StorePath,
     interval: Duration,
@@ -74,7 +74,7 @@ pub struct ParquetIndex {
     state: IndexSnapshot,
 }
 
-impl ParquetIndex {
+impl ArchiveIndex {
     pub fn new(store: Arc<dyn ObjectStore>, dir: StorePath, interval: Duration, metrics: Arc<Metrics>) -> Self {
         Self { store, dir, interval, metrics, state: IndexSnapshot::default() }
     }
@@ -184,13 +184,13 @@ fn has_logs_layout(md: &Arc<ParquetMetaData>) -> bool {
     let Ok(arrow) = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(md.clone(), Default::default()) else {
         return false;
     };
-    let want = crate::sources::logs_schema();
+    let want = crate::schema::logs_schema();
     let have = arrow.schema();
     have.fields().len() == want.fields().len()
         && have.fields().iter().zip(want.fields().iter()).all(|(h, w)| h.name() == w.name() && h.data_type() == w.data_type())
 }
 
-impl Actor for ParquetIndex {
+impl Actor for ArchiveIndex {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -199,20 +199,20 @@ impl Actor for ParquetIndex {
     }
 }
 
-impl Supervised for ParquetIndex {
+impl Supervised for ArchiveIndex {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.metrics.actor_restarts.with("parquet_index").inc();
     }
 }
 
-impl Handler<Snapshot> for ParquetIndex {
+impl Handler<Snapshot> for ArchiveIndex {
     type Result = MessageResult<Snapshot>;
     fn handle(&mut self, _: Snapshot, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.state.clone())
     }
 }
 
-impl Handler<Refresh> for ParquetIndex {
+impl Handler<Refresh> for ArchiveIndex {
     type Result = ResponseActFuture<Self, IndexSnapshot>;
     fn handle(&mut self, msg: Refresh, ctx: &mut Context<Self>) -> Self::Result {
         let fresh = self.state.refreshed_at.is_some_and(|t| t.elapsed() <= msg.max_age);

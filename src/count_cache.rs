@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::coalesce::{SingleFlight, TtlCache};
 use crate::error::QueryError;
-use crate::sources::CountAnswer;
+use crate::store::{CountAnswer, CountKind};
 
 pub struct CountCache {
     ttl: Duration,
@@ -39,10 +39,10 @@ impl CountCache {
         F: Future<Output = Result<i64, QueryError>> + Send + 'static,
     {
         if let Some((v, age)) = self.values.get_any_age(key).filter(|(_, age)| *age < self.ttl) {
-            return Ok(CountAnswer { value: Some(v), kind: "exact", age: Some(age) });
+            return Ok(CountAnswer { value: Some(v), kind: CountKind::Exact, age: Some(age) });
         }
         let v = self.refresh(key, compute).await?;
-        Ok(CountAnswer { value: Some(v), kind: "exact", age: Some(Duration::ZERO) })
+        Ok(CountAnswer { value: Some(v), kind: CountKind::Exact, age: Some(Duration::ZERO) })
     }
 
     /// A cached exact count of any age (refreshing it in the background when old), or
@@ -62,10 +62,6 @@ impl CountCache {
                 }
             });
         }
-        hit.map(|(v, age)| CountAnswer { value: Some(v), kind: "exact", age: Some(age) })
-    }
-
-    pub fn clear(&self) {
-        self.values.clear();
+        hit.map(|(v, age)| CountAnswer { value: Some(v), kind: CountKind::Exact, age: Some(age) })
     }
 }

@@ -19,10 +19,10 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{stream, StreamExt};
 
-use super::pushdown::{classify, conditions, projected_schema, PgColumn};
-use crate::actors::pg_connection::PgParam;
+use super::filters::{classify, conditions, projected_schema, PgColumn};
+use crate::postgres::params::PgParam;
 use crate::error::QueryError;
-use crate::sources::postgres::PgSource;
+use crate::postgres::PgSource;
 
 /// The `logs` table of the postgres source.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ impl std::fmt::Debug for PgSourceHandle {
 }
 
 impl PgTable {
-    /// `logs` with the column layout of [`crate::sources::logs_schema`].
+    /// `logs` with the column layout of [`crate::schema::logs_schema`].
     pub fn logs(source: PgSource) -> Self {
         let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
         let columns = vec![
@@ -73,12 +73,12 @@ impl PgTable {
         } else {
             picked
                 .iter()
-                .map(|c| if c.sql == super::pushdown::quote_ident(&c.name) { c.sql.clone() } else { format!("{} AS {}", c.sql, super::pushdown::quote_ident(&c.name)) })
+                .map(|c| if c.sql == super::filters::quote_ident(&c.name) { c.sql.clone() } else { format!("{} AS {}", c.sql, super::filters::quote_ident(&c.name)) })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let mut params = Vec::new();
-        let mut sql = format!("SELECT {select} FROM {}", super::pushdown::quote_ident(&self.table));
+        let mut sql = format!("SELECT {select} FROM {}", super::filters::quote_ident(&self.table));
         let conds = conditions(filters, &self.columns, &mut params);
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
@@ -157,15 +157,9 @@ fn conform(schema: &SchemaRef, b: RecordBatch) -> Result<RecordBatch, QueryError
     }
     for (want, got) in schema.fields().iter().zip(b.schema().fields()) {
         if want.data_type() != got.data_type() {
-            return Err(QueryError::Store {
-                source_name: "postgres",
-                message: format!(
-                    "column `{}` has type {} in PostgreSQL, expected {}",
-                    want.name(),
-                    got.data_type(),
-                    want.data_type()
-                ),
-            });
+            let message =
+                format!("column `{}` has type {} in PostgreSQL, expected {}", want.name(), got.data_type(), want.data_type());
+            return Err(QueryError::store("postgres", message));
         }
     }
     Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?)

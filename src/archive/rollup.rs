@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use object_store::path::Path as StorePath;
 use object_store::ObjectMeta;
 
-use crate::actors::parquet_index::FileInfo;
+use crate::archive::index::FileInfo;
 use crate::query::{Filters, GroupBy};
 
 /// Label combinations one file may have before it is left to scans.
@@ -131,14 +131,14 @@ pub fn add_grouped(totals: &mut HashMap<Option<String>, i64>, rows: &[(Labels, i
 /// Totals sorted as the API returns them: count descending, then key.
 pub fn sorted(totals: HashMap<String, i64>) -> Vec<(String, i64)> {
     let mut v: Vec<_> = totals.into_iter().collect();
-    super::sort_groups(&mut v);
+    crate::schema::sort_groups(&mut v);
     v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::parquet_index::RowGroupStats;
+    use crate::archive::index::RowGroupStats;
 
     fn file(name: &str, lo: f64, hi: f64) -> FileInfo {
         FileInfo {

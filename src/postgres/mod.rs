@@ -1,5 +1,23 @@
-//! The `postgres` source: SQL built from whitelisted columns and bind parameters, run on the
+//! The `postgres` store: SQL built from whitelisted columns and bind parameters, run on the
 //! connection actors through the router, streamed back as Arrow batches.
+//!
+//! - [`router`]: the pool actor that hands jobs to idle connections; [`connection`]: one
+//!   actor per connection; [`messages`]: what they say to each other.
+//! - [`params`]: bind parameters; [`errors`]: driver errors classified by SQLSTATE.
+//! - [`batches`]: rows → Arrow batches.
+//! - [`filters`]: SQL filter expressions → PostgreSQL conditions (for the SQL table);
+//!   [`table`]: `postgres.logs` as a DataFusion table; [`whole_query`]: queries over
+//!   PostgreSQL alone unparsed and run there whole.
+
+pub mod batches;
+pub mod connection;
+pub mod errors;
+pub mod filters;
+pub mod messages;
+pub mod params;
+pub mod router;
+pub mod table;
+pub mod whole_query;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,12 +29,14 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::count::CountCache;
-use super::{receiver_stream, BatchStream, CountAnswer, LogStore, Readiness};
-use crate::actors::pg_connection::{PgJob, PgParam};
-use crate::actors::pg_router::{GetStatus, PgRouter, Submit};
+use self::messages::{GetStatus, PgJob, PgSettings, Submit};
+use self::params::PgParam;
+use self::router::PgRouter;
+use crate::count_cache::CountCache;
 use crate::error::QueryError;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
+use crate::store::{CountAnswer, CountKind, LogStore, Readiness};
+use crate::stream::{receiver_stream, BatchStream};
 
 /// Columns of `logs` in the order every source returns them.
 pub const LOG_COLUMNS_SQL: &str =
@@ -87,10 +107,6 @@ impl PgSource {
         Self { router, queue_timeout, counts: CountCache::new(count_ttl) }
     }
 
-    pub fn router(&self) -> &Addr<PgRouter> {
-        &self.router
-    }
-
     /// Run any SQL on a pooled connection; the stream yields at least one batch (the schema).
     pub async fn query(&self, sql: String, params: Vec<PgParam>) -> Result<BatchStream, QueryError> {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -99,7 +115,7 @@ impl PgSource {
         self.router
             .send(Submit(job))
             .await
-            .map_err(|e| QueryError::Internal(format!("postgres router unreachable: {e}")))??;
+            .map_err(|e| QueryError::internal(format!("postgres router unreachable: {e}")))??;
         Ok(receiver_stream(rx))
     }
 
@@ -118,7 +134,7 @@ impl PgSource {
             .iter()
             .find(|b| b.num_rows() > 0)
             .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_null(0)).map(|a| a.value(0)))
-            .ok_or_else(|| QueryError::Internal("expected one integer from postgres".into()))
+            .ok_or_else(|| QueryError::internal("expected one integer from postgres"))
     }
 
     fn exact_count_job(&self, f: &Filters) -> impl std::future::Future<Output = Result<i64, QueryError>> + Send + 'static {
@@ -145,13 +161,13 @@ impl PgSource {
             .iter()
             .find(|b| b.num_rows() > 0)
             .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
-            .ok_or_else(|| QueryError::Internal("empty EXPLAIN output".into()))?;
+            .ok_or_else(|| QueryError::internal("empty EXPLAIN output"))?;
         let plan: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| QueryError::Internal(format!("EXPLAIN output: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| QueryError::internal(format!("EXPLAIN output: {e}")))?;
         plan[0]["Plan"]["Plan Rows"]
             .as_f64()
             .map(|r| r as i64)
-            .ok_or_else(|| QueryError::Internal("EXPLAIN output has no row estimate".into()))
+            .ok_or_else(|| QueryError::internal("EXPLAIN output has no row estimate"))
     }
 }
 
@@ -173,26 +189,26 @@ impl LogStore for PgSource {
             let keys = b.column(0).as_string::<i32>();
             let counts = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
-                let key = if keys.is_null(i) { super::NULL_KEY } else { keys.value(i) }.to_string();
+                let key = if keys.is_null(i) { crate::schema::NULL_KEY } else { keys.value(i) }.to_string();
                 out.push((key, counts.value(i)));
             }
         }
         // PostgreSQL sorted already, but ties follow its collation and NULLs go last.
-        super::sort_groups(&mut out);
+        crate::schema::sort_groups(&mut out);
         Ok(out)
     }
 
     async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
         let key = f.key();
         match mode {
-            CountMode::None => Ok(CountAnswer { value: None, kind: "none", age: None }),
-            CountMode::Estimate => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: "estimate", age: None }),
+            CountMode::None => Ok(CountAnswer { value: None, kind: CountKind::None, age: None }),
+            CountMode::Estimate => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None }),
             CountMode::Exact => self.counts.exact(&key, || self.exact_count_job(f)).await,
             CountMode::Auto => {
                 let job = self.exact_count_job(f);
                 match self.counts.cached_or_start(&key, move || job) {
                     Some(hit) => Ok(hit),
-                    None => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: "estimate", age: None }),
+                    None => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None }),
                 }
             }
         }
@@ -237,7 +253,7 @@ impl LogStore for PgSource {
 }
 
 /// Connection settings from the config section.
-pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<crate::actors::pg_connection::PgSettings, QueryError> {
+pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<PgSettings, QueryError> {
     let mut pg: tokio_postgres::Config = cfg
         .url
         .parse()
@@ -245,7 +261,7 @@ pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<crate::actor
     pg.connect_timeout(cfg.connect_timeout());
     pg.application_name("fletch");
     pg.options(format!("-c statement_timeout={}", cfg.statement_timeout_ms));
-    Ok(crate::actors::pg_connection::PgSettings {
+    Ok(PgSettings {
         pg,
         batch_rows: cfg.batch_rows.max(1),
         connect_timeout: cfg.connect_timeout(),

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
-use crate::actors::pg_connection::PgParam;
+use crate::postgres::params::PgParam;
 
 /// How one column of the provider's schema is read in PostgreSQL.
 #[derive(Debug, Clone)]

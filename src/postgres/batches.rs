@@ -106,7 +106,7 @@ impl BatchBuilder {
     pub fn push(&mut self, row: &Row) -> Result<(), QueryError> {
         for (i, col) in self.cols.iter_mut().enumerate() {
             let ty = &self.types[i];
-            let bad = |e: tokio_postgres::Error| QueryError::Internal(format!("decoding column {i} ({ty}): {e}"));
+            let bad = |e: tokio_postgres::Error| QueryError::internal(format!("decoding column {i} ({ty}): {e}"));
             match col {
                 Col::I64(b) => match *ty {
                     Type::INT2 => b.append_option(row.try_get::<_, Option<i16>>(i).map_err(bad)?.map(i64::from)),

@@ -1,0 +1,70 @@
+//! The time budget of a streamed result. A page or an aggregate is bounded as a whole;
+//! a stream of any length cannot be, so a stream is bounded by its waits instead: the
+//! first batch with rows (or the end) must come within the budget, and so must each
+//! batch after it. A statement that computes for longer than that without producing rows
+//! — a runaway join, an aggregate over a cross product — ends with a timeout error, and
+//! dropping it stops the work at its source (DataFusion stream dropped, PostgreSQL sent a
+//! cancel request).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::time::{sleep, Instant, Sleep};
+
+use crate::error::QueryError;
+use crate::metrics::Metrics;
+use crate::stream::BatchStream;
+
+/// `inner` with each wait for a batch bounded by `budget`; on expiry the stream yields
+/// [`QueryError::Timeout`] and ends, dropping `inner`. `hold` (permits) lives as long as
+/// the stream.
+pub fn bounded<H: Send + 'static>(inner: BatchStream, budget: Duration, hold: H, metrics: Arc<Metrics>) -> BatchStream {
+    Box::pin(Bounded { inner: Some(inner), budget, timer: Box::pin(sleep(budget)), _hold: hold, metrics })
+}
+
+struct Bounded<H> {
+    inner: Option<BatchStream>,
+    budget: Duration,
+    timer: Pin<Box<Sleep>>,
+    _hold: H,
+    metrics: Arc<Metrics>,
+}
+
+impl<H> Unpin for Bounded<H> {}
+
+impl<H> Stream for Bounded<H> {
+    type Item = Result<arrow::record_batch::RecordBatch, QueryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        match inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                // Schema-only batches arrive at once and say nothing about progress.
+                if b.num_rows() > 0 {
+                    let next = Instant::now() + self.budget;
+                    self.timer.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(other) => {
+                if other.is_none() {
+                    self.inner = None;
+                }
+                Poll::Ready(other)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.inner = None; // stops the work at its source
+                    self.metrics.timeouts.inc();
+                    tracing::info!(budget = ?self.budget, "statement produced no rows within its time budget; cancelled");
+                    Poll::Ready(Some(Err(QueryError::Timeout(self.budget))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}

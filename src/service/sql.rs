@@ -1,0 +1,71 @@
+//! SQL statements through the door: planned (within the time budget), admitted with an
+//! export-lane permit per source they read, counted in the same metrics as every other
+//! query, and streamed under [`super::deadline`].
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use futures::{stream, StreamExt};
+
+use super::admission::{acquire, Lane};
+use super::{deadline, Service};
+use crate::error::QueryError;
+use crate::sql::Prepared;
+use crate::stream::BatchStream;
+
+impl Service {
+    /// Run a statement. The first item is an empty batch with the result schema; dropping
+    /// the stream stops the query at its source.
+    pub async fn sql(&self, sql: String, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
+        let engine = self.engine()?;
+        let budget = self.query_timeout;
+        let planned = tokio::time::timeout(budget, engine.plan(sql, params)).await.map_err(|_| {
+            self.metrics.timeouts.inc();
+            QueryError::Timeout(budget)
+        })??;
+        // Always in the same order (postgres, hdfs), so two statements cannot deadlock.
+        let mut permits = Vec::with_capacity(planned.sources.len());
+        for source in &planned.sources {
+            permits.push(acquire(&self.admission, *source, Lane::Export).await?);
+            self.metrics.executions.with_labels(&[source.name(), "sql"]).inc();
+        }
+        let results = engine.run(planned);
+        Ok(deadline::bounded(results, budget, permits, self.metrics.clone()))
+    }
+
+    /// The result schema of a statement (planned, nothing run).
+    pub async fn sql_schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
+        let budget = self.query_timeout;
+        tokio::time::timeout(budget, self.engine()?.schema(sql, params)).await.map_err(|_| QueryError::Timeout(budget))?
+    }
+
+    /// Result and parameter schemas of a statement with `$n` placeholders.
+    pub async fn sql_prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
+        let budget = self.query_timeout;
+        tokio::time::timeout(budget, self.engine()?.prepare(sql)).await.map_err(|_| QueryError::Timeout(budget))?
+    }
+}
+
+/// Hold back the response until the first batch with rows, the end, or an error: what can
+/// go wrong early (`1/0`, a bad cast, an overloaded source, the time budget) is then a
+/// status code rather than a broken stream after a success status. Returns the schema
+/// batch and the rest (the rows already read first).
+pub async fn first_rows(mut s: BatchStream) -> Result<(RecordBatch, BatchStream), QueryError> {
+    let mut schema: Option<RecordBatch> = None;
+    loop {
+        match s.next().await {
+            Some(Ok(b)) if b.num_rows() == 0 => {
+                schema.get_or_insert(b);
+            }
+            Some(Ok(b)) => {
+                let first = schema.unwrap_or_else(|| b.slice(0, 0));
+                return Ok((first, Box::pin(stream::once(async move { Ok(b) }).chain(s))));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                let first = schema.ok_or_else(|| QueryError::internal("a result stream ended without its schema"))?;
+                return Ok((first, Box::pin(stream::empty())));
+            }
+        }
+    }
+}

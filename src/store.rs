@@ -1,0 +1,62 @@
+//! What every store implements ([`LogStore`]): validated queries in, streams of Arrow
+//! record batches (or small typed answers) out.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::QueryError;
+use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
+use crate::stream::BatchStream;
+
+
+/// How a `total_count` was obtained (`total_count_kind` in responses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountKind {
+    Exact,
+    Estimate,
+    None,
+}
+
+impl CountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CountKind::Exact => "exact",
+            CountKind::Estimate => "estimate",
+            CountKind::None => "none",
+        }
+    }
+}
+
+/// A `total_count` with how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountAnswer {
+    pub value: Option<i64>,
+    pub kind: CountKind,
+    /// How old the value is, when it came from the shared cache.
+    pub age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub detail: serde_json::Value,
+}
+
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    fn source(&self) -> Source;
+    /// Rows in the `logs` column layout, filtered, ordered and limited.
+    async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError>;
+    /// `(key, count)` pairs sorted by count descending.
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError>;
+    async fn count(&self, filters: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError>;
+    /// Source-specific fields of the `/stats` response.
+    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError>;
+    async fn readiness(&self) -> Readiness;
+    /// Changes whenever cached answers of this store become stale for reasons other than
+    /// time (for Parquet: the file listing changed).
+    async fn cache_epoch(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,241 @@
+//! SQL through the service door, against the real server on real sockets: the time budget
+//! and admission apply to SQL as to every other query, statements too big to plan safely
+//! are refused before planning, errors known before the first row are status codes, and a
+//! prepared statement made by one process runs on another.
+//!
+//! Data: `ROWS` rows in PostgreSQL and in a `file://` Parquet directory, written by
+//! fletch's loader. A cross join of the archive with itself is the runaway statement.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{ActionCreatePreparedStatementRequest, CommandPreparedStatementQuery, ProstMessageExt};
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::transport::Channel;
+
+const ROWS: u64 = 20_000;
+const TIMEOUT_MS: u64 = 1_500;
+/// 400 M pairs of strings: minutes of work, and no rows until the end.
+const RUNAWAY: &str = "SELECT max(length(a.message || b.message)) FROM hdfs.logs a CROSS JOIN hdfs.logs b";
+
+struct Env {
+    pg_url: String,
+    /// `query_timeout_ms` = [`TIMEOUT_MS`].
+    short: TestServer,
+    /// A second process with the same config as `short`.
+    twin: TestServer,
+    /// One export permit per source, a short queue budget.
+    tight: TestServer,
+}
+
+fn env() -> &'static Env {
+    static E: OnceLock<Env> = OnceLock::new();
+    E.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fletch-sql-service-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let parquet_url = format!("file://{}", dir.display());
+        let pg_url = postgres_and_parquet("sql_service", ROWS, &parquet_url, 5_000);
+        let mut c = pg_config(&pg_url);
+        c.parquet.url = parquet_url;
+        c.admission.query_timeout_ms = TIMEOUT_MS;
+        let short = boot_with_flight(c.clone());
+        let twin = boot_with_flight(c.clone());
+        c.admission.export_permits = 1;
+        c.admission.queue_timeout_ms = 300;
+        c.admission.query_timeout_ms = 20_000;
+        let tight = boot_with_flight(c);
+        Env { pg_url, short, twin, tight }
+    })
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to Flight")
+}
+
+async fn post_sql(srv: &TestServer, sql: &str) -> reqwest::Response {
+    reqwest::Client::new().post(srv.url("/api/sql")).json(&serde_json::json!({ "sql": sql })).send().await.expect("POST")
+}
+
+/// Run `sql` over Flight SQL to the end; the status of the first failure.
+async fn flight_sql_status(addr: SocketAddr, sql: &str) -> Result<usize, tonic::Status> {
+    let mut c = FlightSqlServiceClient::new(channel(addr).await);
+    let info = c.execute(sql.to_string(), None).await.map_err(flight_status)?;
+    let mut s = c.do_get(info.endpoint[0].ticket.clone().expect("ticket")).await.map_err(flight_status)?;
+    let mut rows = 0;
+    while let Some(b) = s.try_next().await.map_err(flight_status)? {
+        rows += b.num_rows();
+    }
+    Ok(rows)
+}
+
+fn flight_status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+/// CPU seconds this process (the servers run in it) has used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+async fn assert_idle_after_timeout(srv: &TestServer) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_seconds() - before;
+    assert!(used < 0.6, "the timed-out statement kept running: {used:.2} CPU-s in 2 s");
+    assert!(metric(srv, "fletch_query_timeouts_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn runaway_sql_over_http_times_out_cleanly_and_stops() {
+    let e = env();
+    let started = Instant::now();
+    let resp = post_sql(&e.short, RUNAWAY).await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 504, "{:?}", resp.text().await);
+    assert!(elapsed < Duration::from_millis(TIMEOUT_MS + 1_000), "answered after {elapsed:?}");
+    let body: serde_json::Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"], "timeout", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("time budget"), "{body}");
+    assert_idle_after_timeout(&e.short).await;
+}
+
+#[tokio::test]
+async fn runaway_sql_over_flight_is_deadline_exceeded_and_stops() {
+    let e = env();
+    let started = Instant::now();
+    let err = flight_sql_status(e.twin.flight(), RUNAWAY).await.expect_err("must time out");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(TIMEOUT_MS + 1_000), "answered after {:?}", started.elapsed());
+    assert_idle_after_timeout(&e.twin).await;
+}
+
+#[tokio::test]
+async fn sql_over_http_counts_against_admission() {
+    let e = env();
+    // Hold the only hdfs export permit with a statement that has not finished.
+    let srv = e.tight.url("/api/sql");
+    let holder = tokio::spawn(async move {
+        let body = serde_json::json!({ "sql": "SELECT * FROM hdfs.logs a CROSS JOIN hdfs.logs b" });
+        let resp = reqwest::Client::new().post(srv).json(&body).send().await.expect("POST");
+        let mut rows = resp.bytes_stream();
+        assert!(rows.next().await.is_some());
+        // Holds the permit while it does not read.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(rows);
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = post_sql(&e.tight, "SELECT count(*) FROM hdfs.logs").await;
+    assert_eq!(resp.status().as_u16(), 503);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded", "{body}");
+    holder.abort();
+}
+
+#[tokio::test]
+async fn statements_nested_too_deep_are_refused_not_fatal() {
+    let e = env();
+    let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
+    let cases = [
+        format!("SELECT 1{}", "+1".repeat(2_000)),
+        format!("SELECT count(*) FROM hdfs.logs WHERE {}", chain("level = 'A'", " AND ", 2_000)),
+        format!("SELECT count(*) FROM postgres.logs WHERE {}", chain("level = 'A'", " OR ", 12_000)),
+        format!("SELECT count(*) FROM hdfs.logs WHERE {}", chain("level = 'A'", " OR ", 12_000)),
+        format!("SELECT {}", chain("'a'", " || ", 5_000)),
+        format!("SELECT {}", chain("'a'", " || ", 30_000)),
+    ];
+    for sql in &cases {
+        let started = Instant::now();
+        let resp = post_sql(&e.short, sql).await;
+        assert_eq!(resp.status().as_u16(), 400, "{}…", &sql[..60]);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains("nested more than 256 levels"), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        let err = flight_sql_status(e.short.flight(), sql).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    }
+    // Just under the limit still runs.
+    let ok = format!("SELECT 1{}", "+1".repeat(200));
+    assert_eq!(post_sql(&e.short, &ok).await.status().as_u16(), 200);
+    let (status, _, body) = get_json(&e.short.url("/health")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("UP")));
+}
+
+#[tokio::test]
+async fn errors_before_the_first_row_are_status_codes() {
+    let e = env();
+    for sql in ["SELECT 1/0", "SELECT * FROM postgres.logs WHERE message = 'a\u{0}b'", "SELECT CAST('x' AS INT)"] {
+        let resp = post_sql(&e.short, sql).await;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 400, "{sql}: {text}");
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{sql}: not JSON: {text}"));
+        assert_eq!(body["error"], "sql_error", "{sql}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn offsets_are_bounded() {
+    let e = env();
+    for source in ["postgres", "hdfs"] {
+        for offset in ["9223372036854775807", "9223372036854775707", "10000001"] {
+            let started = Instant::now();
+            let (status, _, body) = get_json(&e.short.url(&format!("/api/query/{source}/logs?offset={offset}"))).await;
+            assert_eq!(status, 400, "{source} offset={offset}: {body}");
+            assert_eq!(body["parameter"], "offset");
+            assert!(started.elapsed() < Duration::from_secs(1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_and_unknown_tickets_are_invalid_argument() {
+    let e = env();
+    let mut c = FlightClient::new(channel(e.short.flight()).await);
+    for ticket in [&b""[..], b"\x0a\x03abc", b"{", b"\xff\xfe"] {
+        let err = match c.do_get(Ticket::new(ticket.to_vec())).await {
+            Ok(s) => s.try_collect::<Vec<_>>().await.expect_err("no data for a bad ticket"),
+            Err(e) => e,
+        };
+        let status = flight_status(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{ticket:?}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_statement_runs_on_another_process() {
+    let e = env();
+    let sql = "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR'";
+    let mut a = FlightClient::new(channel(e.short.flight()).await);
+    let request = ActionCreatePreparedStatementRequest { query: sql.into(), transaction_id: None };
+    let action = Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
+    let answer = a.do_action(action).await.unwrap().next().await.expect("one result").unwrap();
+    let created = arrow_flight::sql::Any::decode(answer).unwrap();
+    let created: arrow_flight::sql::ActionCreatePreparedStatementResult = created.unpack().unwrap().expect("result");
+
+    // The second process has never seen this handle.
+    let mut b = FlightClient::new(channel(e.twin.flight()).await);
+    let cmd = CommandPreparedStatementQuery { prepared_statement_handle: created.prepared_statement_handle };
+    let info = b.get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await.unwrap();
+    let batches: Vec<_> =
+        b.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap().try_collect().await.expect("rows");
+    let count = batches.iter().find(|b| b.num_rows() > 0).unwrap().column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(count, sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR'").await);
+}
