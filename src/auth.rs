@@ -16,7 +16,8 @@ pub const OPEN_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
 /// Standard alphabet, padding optional: Go's Flight client (ADBC) sends it unpadded.
 const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
 #[derive(Debug, Clone, Default)]
@@ -43,16 +44,16 @@ impl Auth {
         if !self.enabled() {
             return Ok(None);
         }
-        let header = header.ok_or_else(|| {
-            QueryError::Unauthenticated("missing `Authorization: Bearer <token>` header".into())
-        })?;
+        let header = header
+            .ok_or_else(|| QueryError::Unauthenticated("missing `Authorization: Bearer <token>` header".into()))?;
         let presented = if let Some(t) = strip_scheme(header, "bearer") {
             t.trim().to_string()
         } else if let Some(b) = strip_scheme(header, "basic") {
             let raw = BASE64
                 .decode(b.trim())
                 .map_err(|_| QueryError::Unauthenticated("malformed Basic credentials".into()))?;
-            let text = String::from_utf8(raw).map_err(|_| QueryError::Unauthenticated("malformed Basic credentials".into()))?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| QueryError::Unauthenticated("malformed Basic credentials".into()))?;
             match text.split_once(':') {
                 Some((_, password)) => password.to_string(),
                 None => return Err(QueryError::Unauthenticated("Basic credentials need user:password".into())),

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "fletch", version, about = "Streaming query server for PostgreSQL and Parquet-on-HDFS logs (HTTP JSON + Arrow Flight)")]
+#[command(
+    name = "fletch",
+    version,
+    about = "Streaming query server for PostgreSQL and Parquet-on-HDFS logs (HTTP JSON + Arrow Flight)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -132,7 +132,14 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { heavy_permits: 0, light_permits: 0, export_permits: 2, queue_depth: 256, queue_timeout_ms: 2_000, query_timeout_ms: 60_000 }
+        Self {
+            heavy_permits: 0,
+            light_permits: 0,
+            export_permits: 2,
+            queue_depth: 256,
+            queue_timeout_ms: 2_000,
+            query_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -177,8 +184,8 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-            let file_value: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
             merge(&mut value, file_value);
         }
         for (k, v) in env {
@@ -229,12 +236,12 @@ fn set_dotted(root: &mut toml::Value, dotted: &str, raw: &str) -> Result<(), Str
     let current = table.get(key).ok_or_else(|| format!("unknown config key `{section}.{key}`"))?;
     let parsed = match current {
         toml::Value::String(_) => toml::Value::String(raw.to_string()),
-        toml::Value::Integer(_) => toml::Value::Integer(
-            raw.parse().map_err(|_| format!("`{section}.{key}` needs an integer, got `{raw}`"))?,
-        ),
-        toml::Value::Boolean(_) => toml::Value::Boolean(
-            raw.parse().map_err(|_| format!("`{section}.{key}` needs true/false, got `{raw}`"))?,
-        ),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.parse().map_err(|_| format!("`{section}.{key}` needs an integer, got `{raw}`"))?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.parse().map_err(|_| format!("`{section}.{key}` needs true/false, got `{raw}`"))?)
+        }
         toml::Value::Array(_) => toml::Value::Array(
             raw.split(',').filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.trim().to_string())).collect(),
         ),

@@ -19,7 +19,11 @@ impl CountCache {
     pub fn new(ttl: Duration) -> Arc<Self> {
         // Values outlive `ttl` on purpose: stale ones are served (with their age) while a
         // refresh runs. The cache's own TTL is only an upper bound for eviction.
-        Arc::new(Self { ttl, values: TtlCache::new(Duration::from_secs(24 * 3600), 4096), flights: SingleFlight::default() })
+        Arc::new(Self {
+            ttl,
+            values: TtlCache::new(Duration::from_secs(24 * 3600), 4096),
+            flights: SingleFlight::default(),
+        })
     }
 
     /// Exact count, computed (once, shared) and stored.
@@ -47,7 +51,11 @@ impl CountCache {
 
     /// A cached exact count of any age (refreshing it in the background when old), or
     /// `None` after starting a background computation.
-    pub fn cached_or_start<F>(self: &Arc<Self>, key: &str, compute: impl FnOnce() -> F + Send + 'static) -> Option<CountAnswer>
+    pub fn cached_or_start<F>(
+        self: &Arc<Self>,
+        key: &str,
+        compute: impl FnOnce() -> F + Send + 'static,
+    ) -> Option<CountAnswer>
     where
         F: Future<Output = Result<i64, QueryError>> + Send + 'static,
     {

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(transparent)]
@@ -104,7 +103,11 @@ pub fn run(args: DemoOptions, mut config: crate::config::Config) -> Result<(), D
 
     if args.keep {
         let kept = dir.keep();
-        eprintln!("demo: kept {} (PostgreSQL still running; stop with scripts/pg.sh stop {}/pg)", kept.display(), kept.display());
+        eprintln!(
+            "demo: kept {} (PostgreSQL still running; stop with scripts/pg.sh stop {}/pg)",
+            kept.display(),
+            kept.display()
+        );
     } else if own_cluster {
         eprintln!("demo: stopping PostgreSQL and removing {}", pg_dir.display());
         let _ = pg(&["destroy", pg_dir.to_str().unwrap_or_default()]);

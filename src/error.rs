@@ -59,11 +59,7 @@ impl RetryAfter {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error("invalid value for parameter `{param}`: {message}")]
-    InvalidParam {
-        param: String,
-        message: String,
-        allowed: Option<Vec<String>>,
-    },
+    InvalidParam { param: String, message: String, allowed: Option<Vec<String>> },
     #[error("unknown parameter `{param}`")]
     UnknownParam { param: String, allowed: Vec<String> },
     #[error("SQL error: {0}")]
@@ -73,11 +69,7 @@ pub enum QueryError {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     #[error("{source_name} is saturated: {reason}")]
-    Overloaded {
-        source_name: &'static str,
-        reason: String,
-        retry_after: RetryAfter,
-    },
+    Overloaded { source_name: &'static str, reason: String, retry_after: RetryAfter },
     #[error("{source_name} is unavailable: {reason}")]
     Unavailable {
         source_name: &'static str,
@@ -132,8 +124,9 @@ impl QueryError {
 
     /// Keep what caused a store or internal failure (other kinds carry no cause).
     pub fn with_cause(mut self, e: Cause) -> Self {
-        if let QueryError::Unavailable { cause, .. } | QueryError::Store { cause, .. } | QueryError::Internal { cause, .. } =
-            &mut self
+        if let QueryError::Unavailable { cause, .. }
+        | QueryError::Store { cause, .. }
+        | QueryError::Internal { cause, .. } = &mut self
         {
             *cause = Some(e);
         }

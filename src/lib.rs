@@ -44,18 +44,18 @@
 //! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
 //! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
 
+pub(crate) mod auth;
+pub(crate) mod coalesce;
+pub mod config;
+pub(crate) mod count_cache;
+pub(crate) mod encode;
 pub(crate) mod error;
+pub(crate) mod executor;
+pub mod metrics;
 pub(crate) mod query;
 pub mod schema;
-pub(crate) mod stream;
-pub mod metrics;
-pub mod config;
-pub(crate) mod executor;
-pub(crate) mod coalesce;
-pub(crate) mod count_cache;
 pub(crate) mod store;
-pub(crate) mod auth;
-pub(crate) mod encode;
+pub(crate) mod stream;
 
 pub(crate) mod archive;
 pub(crate) mod postgres;

@@ -49,7 +49,8 @@ impl CounterVec {
 }
 
 /// Latency buckets in seconds, from sub-millisecond cache hits to minute-long exports.
-const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 pub struct Histogram {
     counts: Vec<AtomicU64>,
@@ -59,7 +60,11 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { counts: BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Self {
+            counts: BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 }
 
@@ -189,20 +194,57 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        render_counters(&mut out, "fletch_http_requests_total", "HTTP requests by route, source and status.", &self.http_requests);
+        render_counters(
+            &mut out,
+            "fletch_http_requests_total",
+            "HTTP requests by route, source and status.",
+            &self.http_requests,
+        );
         let _ = writeln!(out, "# HELP fletch_http_request_duration_seconds HTTP latency to the end of the response body.\n# TYPE fletch_http_request_duration_seconds histogram");
         let mut hs: Vec<_> = self.http_latency.map.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
         hs.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, h) in hs {
             h.render(&mut out, "fletch_http_request_duration_seconds", &label_pairs(self.http_latency.labels, &k));
         }
-        render_counters(&mut out, "fletch_rejections_total", "Requests refused with 503 because a source was saturated.", &self.rejections);
-        render_counters(&mut out, "fletch_coalesced_requests_total", "Requests that joined an identical query already running.", &self.coalesced);
-        render_counters(&mut out, "fletch_source_executions_total", "Queries actually executed at a source.", &self.executions);
-        render_counters(&mut out, "fletch_cache_hits_total", "Requests answered from the result cache.", &self.cache_hits);
+        render_counters(
+            &mut out,
+            "fletch_rejections_total",
+            "Requests refused with 503 because a source was saturated.",
+            &self.rejections,
+        );
+        render_counters(
+            &mut out,
+            "fletch_coalesced_requests_total",
+            "Requests that joined an identical query already running.",
+            &self.coalesced,
+        );
+        render_counters(
+            &mut out,
+            "fletch_source_executions_total",
+            "Queries actually executed at a source.",
+            &self.executions,
+        );
+        render_counters(
+            &mut out,
+            "fletch_cache_hits_total",
+            "Requests answered from the result cache.",
+            &self.cache_hits,
+        );
         render_counters(&mut out, "fletch_actor_restarts_total", "Supervised actor restarts.", &self.actor_restarts);
-        render_gauge_map(&mut out, "fletch_permits_in_use", "Admission permits held, by source lane.", "lane", &self.permits_in_use);
-        render_gauge_map(&mut out, "fletch_queue_depth", "Requests waiting for an admission permit, by source lane.", "lane", &self.queue_depth);
+        render_gauge_map(
+            &mut out,
+            "fletch_permits_in_use",
+            "Admission permits held, by source lane.",
+            "lane",
+            &self.permits_in_use,
+        );
+        render_gauge_map(
+            &mut out,
+            "fletch_queue_depth",
+            "Requests waiting for an admission permit, by source lane.",
+            "lane",
+            &self.queue_depth,
+        );
         let _ = writeln!(out, "# HELP fletch_pg_cancels_total PostgreSQL cancel requests sent for abandoned queries.\n# TYPE fletch_pg_cancels_total counter\nfletch_pg_cancels_total {}", self.pg_cancels.get());
         let _ = writeln!(out, "# HELP fletch_query_timeouts_total Queries and SQL statements stopped by query_timeout_ms.\n# TYPE fletch_query_timeouts_total counter\nfletch_query_timeouts_total {}", self.timeouts.get());
         let _ = writeln!(out, "# HELP fletch_hdfs_rows_scanned_total Rows decoded by Parquet scans of time-sliced queries (after statistics pruning).\n# TYPE fletch_hdfs_rows_scanned_total counter\nfletch_hdfs_rows_scanned_total {}", self.hdfs_rows_scanned.get());
@@ -233,8 +275,11 @@ mod tests {
         h.observe(Duration::from_millis(300));
         let text = m.render();
         assert!(text.contains("fletch_http_requests_total{route=\"logs\",source=\"postgres\",status=\"200\"} 3"));
-        assert!(text.contains("fletch_http_request_duration_seconds_bucket{route=\"logs\",source=\"postgres\",le=\"0.005\"} 1"));
-        assert!(text.contains("fletch_http_request_duration_seconds_bucket{route=\"logs\",source=\"postgres\",le=\"0.5\"} 2"));
+        assert!(text.contains(
+            "fletch_http_request_duration_seconds_bucket{route=\"logs\",source=\"postgres\",le=\"0.005\"} 1"
+        ));
+        assert!(text
+            .contains("fletch_http_request_duration_seconds_bucket{route=\"logs\",source=\"postgres\",le=\"0.5\"} 2"));
         assert!(text.contains("fletch_http_request_duration_seconds_count{route=\"logs\",source=\"postgres\"} 2"));
     }
 }

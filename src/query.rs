@@ -27,11 +27,7 @@ impl Source {
         match s {
             "postgres" => Ok(Source::Postgres),
             "hdfs" => Ok(Source::Hdfs),
-            other => Err(QueryError::invalid(
-                "source",
-                format!("unknown source `{other}`"),
-                Some(Self::ALLOWED),
-            )),
+            other => Err(QueryError::invalid("source", format!("unknown source `{other}`"), Some(Self::ALLOWED))),
         }
     }
 
@@ -72,11 +68,7 @@ impl OrderBy {
             "created_at" => OrderBy::CreatedAt,
             "id" => OrderBy::Id,
             other => {
-                return Err(QueryError::invalid(
-                    "order_by",
-                    format!("cannot order by `{other}`"),
-                    Some(Self::ALLOWED),
-                ))
+                return Err(QueryError::invalid("order_by", format!("cannot order by `{other}`"), Some(Self::ALLOWED)))
             }
         })
     }
@@ -97,11 +89,7 @@ impl OrderDir {
         match s.to_ascii_lowercase().as_str() {
             "asc" => Ok(OrderDir::Asc),
             "desc" => Ok(OrderDir::Desc),
-            other => Err(QueryError::invalid(
-                "order_dir",
-                format!("unknown direction `{other}`"),
-                Some(Self::ALLOWED),
-            )),
+            other => Err(QueryError::invalid("order_dir", format!("unknown direction `{other}`"), Some(Self::ALLOWED))),
         }
     }
     pub fn sql(self) -> &'static str {
@@ -128,11 +116,7 @@ impl GroupBy {
             "service" => GroupBy::Service,
             "host" => GroupBy::Host,
             other => {
-                return Err(QueryError::invalid(
-                    "group_by",
-                    format!("cannot group by `{other}`"),
-                    Some(Self::ALLOWED),
-                ))
+                return Err(QueryError::invalid("group_by", format!("cannot group by `{other}`"), Some(Self::ALLOWED)))
             }
         })
     }
@@ -195,11 +179,7 @@ impl CountMode {
             "estimate" => CountMode::Estimate,
             "none" => CountMode::None,
             other => {
-                return Err(QueryError::invalid(
-                    "count",
-                    format!("unknown count mode `{other}`"),
-                    Some(Self::ALLOWED),
-                ))
+                return Err(QueryError::invalid("count", format!("unknown count mode `{other}`"), Some(Self::ALLOWED)))
             }
         })
     }
@@ -261,11 +241,9 @@ fn parse_text_filter(map: &BTreeMap<String, String>, name: &str, max_len: usize)
     match map.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) if v.len() > max_len => Err(QueryError::invalid(
-            name,
-            format!("longer than {max_len} characters"),
-            None,
-        )),
+        Some(v) if v.len() > max_len => {
+            Err(QueryError::invalid(name, format!("longer than {max_len} characters"), None))
+        }
         Some(v) => Ok(Some(v.clone())),
     }
 }
@@ -280,11 +258,7 @@ pub fn parse_filters(map: &BTreeMap<String, String>) -> Result<Filters, QueryErr
     };
     if let (Some(s), Some(e)) = (f.start_time, f.end_time) {
         if s > e {
-            return Err(QueryError::invalid(
-                "start_time",
-                format!("start_time ({s}) is after end_time ({e})"),
-                None,
-            ));
+            return Err(QueryError::invalid("start_time", format!("start_time ({s}) is after end_time ({e})"), None));
         }
     }
     Ok(f)
@@ -293,24 +267,24 @@ pub fn parse_filters(map: &BTreeMap<String, String>) -> Result<Filters, QueryErr
 fn parse_u64(map: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, QueryError> {
     match map.get(name) {
         None => Ok(None),
-        Some(v) => v.trim().parse::<i64>().map_err(|_| {
-            QueryError::invalid(name, format!("`{v}` is not an integer"), None)
-        }).and_then(|n| {
-            if n < 0 {
-                Err(QueryError::invalid(name, format!("must not be negative (got {n})"), None))
-            } else {
-                Ok(Some(n as u64))
-            }
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| QueryError::invalid(name, format!("`{v}` is not an integer"), None))
+            .and_then(|n| {
+                if n < 0 {
+                    Err(QueryError::invalid(name, format!("must not be negative (got {n})"), None))
+                } else {
+                    Ok(Some(n as u64))
+                }
+            }),
     }
 }
 
-pub const LOGS_PARAMS: &[&str] = &[
-    "level", "service", "host", "start_time", "end_time", "limit", "offset", "order_by", "order_dir", "count",
-];
-pub const EXPORT_PARAMS: &[&str] = &[
-    "level", "service", "host", "start_time", "end_time", "limit", "offset", "order_by", "order_dir", "format",
-];
+pub const LOGS_PARAMS: &[&str] =
+    &["level", "service", "host", "start_time", "end_time", "limit", "offset", "order_by", "order_dir", "count"];
+pub const EXPORT_PARAMS: &[&str] =
+    &["level", "service", "host", "start_time", "end_time", "limit", "offset", "order_by", "order_dir", "format"];
 pub const AGG_PARAMS: &[&str] = &["level", "service", "host", "start_time", "end_time", "group_by"];
 
 /// `logs` page: limit defaults to 100 and must lie in 1..=10000.
@@ -348,13 +322,7 @@ pub fn parse_rows(map: &BTreeMap<String, String>, paged: bool) -> Result<RowsQue
 pub fn parse_aggregate(map: &BTreeMap<String, String>) -> Result<AggregateQuery, QueryError> {
     let group_by = match map.get("group_by") {
         Some(g) => GroupBy::parse(g)?,
-        None => {
-            return Err(QueryError::invalid(
-                "group_by",
-                "is required",
-                Some(GroupBy::ALLOWED),
-            ))
-        }
+        None => return Err(QueryError::invalid("group_by", "is required", Some(GroupBy::ALLOWED))),
     };
     Ok(AggregateQuery { filters: parse_filters(map)?, group_by })
 }
@@ -388,10 +356,7 @@ mod tests {
 
     #[test]
     fn unknown_and_repeated_params_are_rejected() {
-        assert!(matches!(
-            check_params(&p(&[("levle", "ERROR")]), LOGS_PARAMS),
-            Err(QueryError::UnknownParam { .. })
-        ));
+        assert!(matches!(check_params(&p(&[("levle", "ERROR")]), LOGS_PARAMS), Err(QueryError::UnknownParam { .. })));
         assert!(check_params(&p(&[("level", "A"), ("level", "B")]), LOGS_PARAMS).is_err());
     }
 

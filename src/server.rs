@@ -53,7 +53,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let pg_source = start_postgres(&config, &metrics)?;
     let archive_source = start_archive(&config, &metrics)?;
-    let admission = Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone()).start();
+    let admission =
+        Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone())
+            .start();
     let settings = ServiceSettings {
         query_timeout: Duration::from_millis(config.admission.query_timeout_ms),
         max_stale: Duration::from_millis(config.cache.max_stale_ms),
@@ -117,7 +119,9 @@ fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSo
         return Ok(None);
     }
     let settings = Arc::new(settings_from(&config.postgres)?);
-    let router = PgRouter::new(settings, metrics.clone(), config.postgres.pool_size.max(1), config.admission.queue_depth).start();
+    let router =
+        PgRouter::new(settings, metrics.clone(), config.postgres.pool_size.max(1), config.admission.queue_depth)
+            .start();
     Ok(Some(PgSource::new(
         router,
         Duration::from_millis(config.admission.queue_timeout_ms),
@@ -145,7 +149,11 @@ fn start_archive(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Archi
 }
 
 fn partitions(config: &Config) -> usize {
-    if config.parquet.target_partitions == 0 { cores() } else { config.parquet.target_partitions }
+    if config.parquet.target_partitions == 0 {
+        cores()
+    } else {
+        config.parquet.target_partitions
+    }
 }
 
 /// Permits per source and lane. Defaults fit the machine: PostgreSQL heavy queries may use

@@ -9,7 +9,6 @@ use crate::error::QueryError;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
 use crate::stream::BatchStream;
 
-
 /// How a `total_count` was obtained (`total_count_kind` in responses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountKind {

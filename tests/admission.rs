@@ -39,7 +39,10 @@ fn distinct_aggregates(n: usize) -> Vec<String> {
         for l in ["INFO", "DEBUG", "WARN", "ERROR"] {
             for s in ["api-gateway", "user-service", "order-service", "payment-service"] {
                 for st in 0..20 {
-                    out.push(format!("/api/query/postgres/logs/aggregate?group_by={g}&level={l}&service={s}&start_time={}", 1_000 + st));
+                    out.push(format!(
+                        "/api/query/postgres/logs/aggregate?group_by={g}&level={l}&service={s}&start_time={}",
+                        1_000 + st
+                    ));
                 }
             }
         }
@@ -68,7 +71,12 @@ async fn a_burst_beyond_capacity_gets_fast_503s_and_the_rest_succeeds() {
     .await;
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let rejected: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
-    assert_eq!(ok + rejected.len(), results.len(), "only 200 or 503 expected: {:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    assert_eq!(
+        ok + rejected.len(),
+        results.len(),
+        "only 200 or 503 expected: {:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
     assert!(ok >= 1, "nothing within capacity succeeded");
     assert!(rejected.len() >= 30, "burst of 60 against 1 permit + 2 queue slots: only {} refused", rejected.len());
     for (_, retry, body, took) in &rejected {
@@ -104,8 +112,10 @@ async fn identical_concurrent_aggregates_execute_once() {
     let after = metrics_text(srv).await;
     let exec1 = counter(&after, "fletch_source_executions_total{source=\"postgres\",kind=\"aggregate\"}");
     assert_eq!(exec1 - exec0, 1.0, "20 identical requests must run once at the source");
-    let shared = counter(&after, "fletch_coalesced_requests_total{source=\"postgres\"}") - counter(&before, "fletch_coalesced_requests_total{source=\"postgres\"}")
-        + counter(&after, "fletch_cache_hits_total{source=\"postgres\"}") - counter(&before, "fletch_cache_hits_total{source=\"postgres\"}");
+    let shared = counter(&after, "fletch_coalesced_requests_total{source=\"postgres\"}")
+        - counter(&before, "fletch_coalesced_requests_total{source=\"postgres\"}")
+        + counter(&after, "fletch_cache_hits_total{source=\"postgres\"}")
+        - counter(&before, "fletch_cache_hits_total{source=\"postgres\"}");
     assert_eq!(shared, 19.0);
     // Later requests are answered from cache and say how old the answer is.
     let (_, _, b) = get_json(&srv.url(path)).await;

@@ -74,7 +74,13 @@ fn load_data() -> (String, String) {
             ..Default::default()
         };
         fletch::load::run(both).await.expect("load both");
-        let pg_only = fletch::load::LoadOptions { pg_url: Some(url.clone()), rows: PG_ONLY, seed: 8, progress: false, ..Default::default() };
+        let pg_only = fletch::load::LoadOptions {
+            pg_url: Some(url.clone()),
+            rows: PG_ONLY,
+            seed: 8,
+            progress: false,
+            ..Default::default()
+        };
         let r = fletch::load::run(pg_only).await.expect("load postgres");
         assert_eq!(r.pg_total, Some((BOTH + PG_ONLY) as i64));
     });
@@ -176,7 +182,11 @@ async fn json_tickets_are_the_http_queries() {
     let b = &batches[0];
     let (keys, counts) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
     for i in 0..b.num_rows() {
-        let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE id <= {BOTH} AND level = '{}'", keys.value(i))).await;
+        let want = sql_i64(
+            &e.pg_url,
+            &format!("SELECT count(*) FROM logs WHERE id <= {BOTH} AND level = '{}'", keys.value(i)),
+        )
+        .await;
         assert_eq!(counts.value(i), want, "level {}", keys.value(i));
     }
     let (_, batches) = fetch(&mut c, Ticket::new(r#"{"source":"postgres","kind":"stats"}"#)).await;
@@ -238,14 +248,19 @@ async fn direct_do_get_matches_tonic_encoding() {
 #[tokio::test]
 async fn statement_queries_on_both_sources() {
     let e = env();
-    let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND id > 100").await;
+    let (_, b) =
+        sql_rows(e.open.flight(), "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND id > 100").await;
     let want = sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR' AND id > 100").await;
     assert_eq!(single_i64(&b), want);
     let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM hdfs.logs WHERE level = 'ERROR'").await;
     let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND id <= {BOTH}")).await;
     assert_eq!(single_i64(&b), want);
     // Rows, tz-less timestamps and a limit pushed to PostgreSQL.
-    let (schema, b) = sql_rows(e.open.flight(), r#"SELECT id, "timestamp", created_at, metadata FROM postgres.logs WHERE service = 'order-service' LIMIT 7"#).await;
+    let (schema, b) = sql_rows(
+        e.open.flight(),
+        r#"SELECT id, "timestamp", created_at, metadata FROM postgres.logs WHERE service = 'order-service' LIMIT 7"#,
+    )
+    .await;
     assert_eq!(rows(&b), 7);
     assert_eq!(schema.field(2).data_type(), &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None));
     assert_eq!(schema.field(3).data_type(), &DataType::Utf8);
@@ -280,7 +295,9 @@ fn label_counts(batches: &[RecordBatch]) -> Vec<(String, i64)> {
         .iter()
         .flat_map(|b| {
             let (k, n) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
-            (0..b.num_rows()).map(move |i| (if k.is_valid(i) { k.value(i).to_string() } else { "NULL".into() }, n.value(i))).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .map(move |i| (if k.is_valid(i) { k.value(i).to_string() } else { "NULL".into() }, n.value(i)))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -299,8 +316,10 @@ async fn label_aggregates_over_hdfs_come_from_rollups() {
     let before = executions(&e.open, "hdfs", "sql_rollup").await;
     for (select, filter, rest) in queries {
         let hdfs_where = if filter.is_empty() { String::new() } else { format!("WHERE {filter}") };
-        let pg_where = if filter.is_empty() { format!("WHERE id <= {BOTH}") } else { format!("WHERE id <= {BOTH} AND {filter}") };
-        let (schema, h) = sql_rows(e.open.flight(), &format!("SELECT {select} FROM hdfs.logs {hdfs_where} {rest}")).await;
+        let pg_where =
+            if filter.is_empty() { format!("WHERE id <= {BOTH}") } else { format!("WHERE id <= {BOTH} AND {filter}") };
+        let (schema, h) =
+            sql_rows(e.open.flight(), &format!("SELECT {select} FROM hdfs.logs {hdfs_where} {rest}")).await;
         let (_, p) = sql_rows(e.open.flight(), &format!("SELECT {select} FROM postgres.logs {pg_where} {rest}")).await;
         assert_eq!(schema.field(1).data_type(), &DataType::Int64, "{select}");
         assert_eq!(label_counts(&h), label_counts(&p), "{select} {filter} {rest}");
@@ -310,9 +329,18 @@ async fn label_aggregates_over_hdfs_come_from_rollups() {
     // A time bound is left to the scan, with the same answer.
     let before = executions(&e.open, "hdfs", "sql_rollup").await;
     let bound = "\"timestamp\" >= 1735689700";
-    let (_, h) = sql_rows(e.open.flight(), &format!("SELECT level, count(*) FROM hdfs.logs WHERE {bound} GROUP BY level ORDER BY level")).await;
-    let (_, p) =
-        sql_rows(e.open.flight(), &format!("SELECT level, count(*) FROM postgres.logs WHERE id <= {BOTH} AND {bound} GROUP BY level ORDER BY level")).await;
+    let (_, h) = sql_rows(
+        e.open.flight(),
+        &format!("SELECT level, count(*) FROM hdfs.logs WHERE {bound} GROUP BY level ORDER BY level"),
+    )
+    .await;
+    let (_, p) = sql_rows(
+        e.open.flight(),
+        &format!(
+            "SELECT level, count(*) FROM postgres.logs WHERE id <= {BOTH} AND {bound} GROUP BY level ORDER BY level"
+        ),
+    )
+    .await;
     assert!(!label_counts(&h).is_empty());
     assert_eq!(label_counts(&h), label_counts(&p));
     assert_eq!(executions(&e.open, "hdfs", "sql_rollup").await, before, "time bounds must scan");
@@ -334,7 +362,9 @@ async fn aggregates_over_postgres_run_in_postgres() {
     let got = label_counts(&b);
     assert_eq!(got.len(), 4);
     for (service, n) in &got {
-        let want = sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND service = '{service}'")).await;
+        let want =
+            sql_i64(&e.pg_url, &format!("SELECT count(*) FROM logs WHERE level = 'ERROR' AND service = '{service}'"))
+                .await;
         assert_eq!(*n, want, "{service}");
     }
     assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "ORDER BY n DESC: {got:?}");
@@ -381,7 +411,8 @@ async fn prepared_statements_with_and_without_parameters() {
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
     p.close().await.unwrap();
 
-    let mut p = c.prepare("SELECT count(*) FROM postgres.logs WHERE level = $1 AND id > $2".into(), None).await.unwrap();
+    let mut p =
+        c.prepare("SELECT count(*) FROM postgres.logs WHERE level = $1 AND id > $2".into(), None).await.unwrap();
     assert_eq!(p.parameter_schema().unwrap().fields().len(), 2);
     let params = RecordBatch::try_from_iter(vec![
         ("a", std::sync::Arc::new(StringArray::from(vec!["WARN"])) as _),
@@ -391,7 +422,10 @@ async fn prepared_statements_with_and_without_parameters() {
     p.set_parameters(params).unwrap();
     let info = p.execute().await.unwrap();
     let (_, b) = fetch_sql(&mut c, info).await;
-    assert_eq!(single_i64(&b), sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'WARN' AND id > 1000").await);
+    assert_eq!(
+        single_i64(&b),
+        sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'WARN' AND id > 1000").await
+    );
     p.close().await.unwrap();
 }
 
@@ -403,9 +437,13 @@ async fn catalog_calls_describe_both_sources() {
     let (_, b) = fetch_sql(&mut c, info).await;
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "fletch");
 
-    let info = c.get_db_schemas(CommandGetDbSchemas { catalog: Some("fletch".into()), db_schema_filter_pattern: None }).await.unwrap();
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas { catalog: Some("fletch".into()), db_schema_filter_pattern: None })
+        .await
+        .unwrap();
     let (_, b) = fetch_sql(&mut c, info).await;
-    let schemas: Vec<&str> = b.iter().flat_map(|b| b.column(1).as_string::<i32>().iter().flatten().collect::<Vec<_>>()).collect();
+    let schemas: Vec<&str> =
+        b.iter().flat_map(|b| b.column(1).as_string::<i32>().iter().flatten().collect::<Vec<_>>()).collect();
     assert!(schemas.contains(&"postgres") && schemas.contains(&"hdfs"), "{schemas:?}");
 
     let req = CommandGetTables {
@@ -445,17 +483,33 @@ async fn exact_filters_and_limits_are_pushed_to_postgres() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let (_, b) = sql_rows(e.open.flight(), &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND id >= 10 LIMIT 3")).await;
+    let (_, b) =
+        sql_rows(e.open.flight(), &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND id >= 10 LIMIT 3"))
+            .await;
     let p = text(&b);
     assert!(!p.contains("FilterExec"), "exact filters must not be re-applied:\n{p}");
-    assert!(p.lines().any(|l| l.contains("TableScan: postgres.logs") && l.contains("full_filters=")), "filters must be exact:\n{p}");
-    assert!(p.lines().any(|l| l.contains("StreamingTableExec") && l.contains("fetch=3")), "limit must reach the scan:\n{p}");
-    let (_, b) = sql_rows(e.open.flight(), &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%timeout%'")).await;
+    assert!(
+        p.lines().any(|l| l.contains("TableScan: postgres.logs") && l.contains("full_filters=")),
+        "filters must be exact:\n{p}"
+    );
+    assert!(
+        p.lines().any(|l| l.contains("StreamingTableExec") && l.contains("fetch=3")),
+        "limit must reach the scan:\n{p}"
+    );
+    let (_, b) = sql_rows(
+        e.open.flight(),
+        &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%timeout%'"),
+    )
+    .await;
     let p = text(&b);
     assert!(p.contains("FilterExec"), "LIKE is not pushed, DataFusion must filter:\n{p}");
     // And the answers are right in both cases.
     let (_, b) = sql_rows(e.open.flight(), "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5").await;
-    let want = sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5").await;
+    let want = sql_i64(
+        &e.pg_url,
+        "SELECT count(*) FROM logs WHERE level = 'ERROR' AND message LIKE '%a%' AND \"timestamp\" < 1735700000.5",
+    )
+    .await;
     assert_eq!(single_i64(&b), want);
 }
 
@@ -465,7 +519,10 @@ async fn sql_errors_are_invalid_argument() {
     let mut c = flight_sql(e.open.flight()).await;
     for sql in ["SELEC 1", "SELECT nope FROM postgres.logs", "SELECT * FROM logs", "DROP TABLE postgres.logs"] {
         let err = c.execute(sql.into(), None).await.expect_err(sql);
-        assert!(err.to_string().contains("InvalidArgument") || err.to_string().contains("invalid argument"), "{sql}: {err}");
+        assert!(
+            err.to_string().contains("InvalidArgument") || err.to_string().contains("invalid argument"),
+            "{sql}: {err}"
+        );
     }
 }
 
@@ -500,7 +557,12 @@ async fn dropping_a_stream_cancels_the_postgres_query() {
     }
 }
 
-async fn post_sql(srv: &TestServer, body: serde_json::Value, accept: Option<&str>, token: Option<&str>) -> reqwest::Response {
+async fn post_sql(
+    srv: &TestServer,
+    body: serde_json::Value,
+    accept: Option<&str>,
+    token: Option<&str>,
+) -> reqwest::Response {
     let mut req = reqwest::Client::new().post(format!("http://{}/api/sql", srv.http)).json(&body);
     if let Some(a) = accept {
         req = req.header("Accept", a);
@@ -530,7 +592,13 @@ async fn http_sql_streams_ndjson_csv_and_arrow() {
     assert_eq!(text.lines().next(), Some("level,n"));
     assert_eq!(text.lines().count(), 5);
 
-    let resp = post_sql(&e.open, serde_json::json!({"sql": "SELECT id FROM postgres.logs WHERE id <= 10"}), Some("application/vnd.apache.arrow.stream"), None).await;
+    let resp = post_sql(
+        &e.open,
+        serde_json::json!({"sql": "SELECT id FROM postgres.logs WHERE id <= 10"}),
+        Some("application/vnd.apache.arrow.stream"),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
@@ -538,7 +606,13 @@ async fn http_sql_streams_ndjson_csv_and_arrow() {
     assert_eq!(rows(&batches), 10);
 
     // Zero rows in CSV still has the header.
-    let resp = post_sql(&e.open, serde_json::json!({"sql": "SELECT id, level FROM postgres.logs WHERE 1=0", "format": "csv"}), None, None).await;
+    let resp = post_sql(
+        &e.open,
+        serde_json::json!({"sql": "SELECT id, level FROM postgres.logs WHERE 1=0", "format": "csv"}),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(resp.text().await.unwrap(), "id,level\n");
 }
 

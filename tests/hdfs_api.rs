@@ -48,7 +48,12 @@ async fn ids(srv: &TestServer, path: &str) -> Vec<i64> {
 async fn groups(srv: &TestServer, path: &str) -> Vec<(String, i64)> {
     let (s, _, b) = get_json(&srv.url(path)).await;
     assert_eq!(s, 200, "{path}: {b}");
-    b["data"].as_array().unwrap().iter().map(|d| (d["key"].as_str().unwrap().to_string(), d["count"].as_i64().unwrap())).collect()
+    b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["key"].as_str().unwrap().to_string(), d["count"].as_i64().unwrap()))
+        .collect()
 }
 
 /// The same aggregate answered by both sources is identical.
@@ -96,7 +101,9 @@ async fn agrees_with_postgres(f: &Fixture) {
     // straddling a bound are scanned, files outside are skipped
     let lo = sql_i64(&f.pg, "SELECT (percentile_disc(0.33) WITHIN GROUP (ORDER BY timestamp))::bigint FROM logs").await;
     let hi = sql_i64(&f.pg, "SELECT (percentile_disc(0.71) WITHIN GROUP (ORDER BY timestamp))::bigint FROM logs").await;
-    for range in [format!("&start_time={lo}.5&end_time={hi}.25"), format!("&start_time={lo}"), format!("&end_time={hi}")] {
+    for range in
+        [format!("&start_time={lo}.5&end_time={hi}.25"), format!("&start_time={lo}"), format!("&end_time={hi}")]
+    {
         for g in ["level", "host"] {
             same_groups(srv, &format!("/logs/aggregate?group_by={g}&service=api-gateway{range}")).await;
         }
@@ -116,7 +123,12 @@ async fn agrees_with_postgres(f: &Fixture) {
     assert!(c["comparison"]["faster"].is_string());
 
     // exports
-    let text = reqwest::get(srv.url("/api/query/hdfs/logs/export?level=ERROR&format=ndjson")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(srv.url("/api/query/hdfs/logs/export?level=ERROR&format=ndjson"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len() as i64, sql_i64(&f.pg, "SELECT count(*) FROM logs WHERE level='ERROR'").await);
     let ts: Vec<f64> = rows.iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
@@ -125,19 +137,29 @@ async fn agrees_with_postgres(f: &Fixture) {
     // in order without a sort, in both directions, and agree row for row with PostgreSQL.
     let (_, _, ready) = get_json(&srv.url("/ready")).await;
     assert_eq!(ready["sources"]["hdfs"]["detail"]["sorted_by_time"], true, "{ready}");
-    for q in [format!("level=WARN&start_time={lo}.5&end_time={hi}"), "service=user-service&order_dir=asc&offset=7".to_string()] {
+    for q in [
+        format!("level=WARN&start_time={lo}.5&end_time={hi}"),
+        "service=user-service&order_dir=asc&offset=7".to_string(),
+    ] {
         let export_ids = |src: &'static str| {
             let url = srv.url(&format!("/api/query/{src}/logs/export?format=ndjson&{q}"));
             async move {
                 let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-                text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap()).collect::<Vec<_>>()
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap())
+                    .collect::<Vec<_>>()
             }
         };
         let h = export_ids("hdfs").await;
         assert!(h.len() > 1000, "{q}: {} rows", h.len());
         assert_eq!(h, export_ids("postgres").await, "{q}");
     }
-    let bytes = reqwest::get(srv.url("/api/query/hdfs/logs/export?format=arrow&order_dir=asc")).await.unwrap().bytes().await.unwrap();
+    let bytes = reqwest::get(srv.url("/api/query/hdfs/logs/export?format=arrow&order_dir=asc"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
     assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>() as u64, ROWS);
 
@@ -156,10 +178,7 @@ async fn newest_rows_are_pruned(f: &Fixture) {
         assert_eq!(s, 200);
         let scanned = metric(&f.srv, "fletch_hdfs_rows_scanned_total").await - before;
         assert!(scanned > 0.0, "{q}: scan metrics missing");
-        assert!(
-            scanned <= (3 * FILE_ROWS) as f64,
-            "{q}: scanned {scanned} rows of {ROWS} (expected a few row groups)"
-        );
+        assert!(scanned <= (3 * FILE_ROWS) as f64, "{q}: scanned {scanned} rows of {ROWS} (expected a few row groups)");
     }
 }
 
@@ -200,7 +219,9 @@ async fn null_labels_group_alike_on_both_sources() {
             );
             // fletch's loader declares the labels NOT NULL; a pipeline's table may not.
             client
-                .batch_execute("ALTER TABLE logs ALTER level DROP NOT NULL, ALTER service DROP NOT NULL, ALTER host DROP NOT NULL")
+                .batch_execute(
+                    "ALTER TABLE logs ALTER level DROP NOT NULL, ALTER service DROP NOT NULL, ALTER host DROP NOT NULL",
+                )
                 .await
                 .unwrap();
             client.batch_execute(&sql).await.unwrap();
@@ -237,7 +258,8 @@ fn write_null_label_file(path: &std::path::Path, t0: f64, rows: i64) {
         std::sync::Arc::new(TimestampMicrosecondArray::from(vec![0i64; rows as usize])),
     ];
     let batch = arrow::record_batch::RecordBatch::try_new(fletch::schema::logs_schema(), columns).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }

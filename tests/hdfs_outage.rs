@@ -65,7 +65,15 @@ async fn new_files_become_visible_without_restart() {
     assert_eq!(st["logs_count"], 10_000);
 
     // More rows, later in time, appended as new files (PostgreSQL gets them too).
-    let opts = fletch::load::LoadOptions { pg_url: Some(pg.clone()), parquet_url: Some(parquet), rows: 5_000, file_rows: 5_000, seed: 3, progress: false, ..Default::default() };
+    let opts = fletch::load::LoadOptions {
+        pg_url: Some(pg.clone()),
+        parquet_url: Some(parquet),
+        rows: 5_000,
+        file_rows: 5_000,
+        seed: 3,
+        progress: false,
+        ..Default::default()
+    };
     off_runtime(|| tokio::runtime::Runtime::new().unwrap().block_on(fletch::load::run(opts)).unwrap());
     let t = Instant::now();
     loop {

@@ -12,7 +12,13 @@ async fn postgres_outage_is_a_fast_503_then_recovers() {
     // A cluster of our own: stopping the shared one would break other tests.
     let dir = std::env::temp_dir().join(format!("fletch-test-pg-restart-{}", std::process::id()));
     let base = start_cluster(&dir);
-    let opts = fletch::load::LoadOptions { pg_url: Some(base.clone()), rows: 5_000, progress: false, truncate: true, ..Default::default() };
+    let opts = fletch::load::LoadOptions {
+        pg_url: Some(base.clone()),
+        rows: 5_000,
+        progress: false,
+        truncate: true,
+        ..Default::default()
+    };
     fletch::load::run(opts).await.expect("load");
     let mut cfg = pg_config(&base);
     cfg.postgres.backoff_max_ms = 500;
@@ -56,6 +62,9 @@ async fn postgres_outage_is_a_fast_503_then_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let metrics = reqwest::get(srv.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("fletch_actor_restarts_total{actor=\"pg_connection\"}"), "restarts not visible in metrics");
+    assert!(
+        metrics.contains("fletch_actor_restarts_total{actor=\"pg_connection\"}"),
+        "restarts not visible in metrics"
+    );
     pg_script(&["destroy", dir.to_str().unwrap()]);
 }

@@ -53,20 +53,33 @@ async fn logs_page_has_the_old_shape_newest_first() {
 #[tokio::test]
 async fn filters_match_sql() {
     let (srv, url) = setup();
-    let (s, _, b) = get_json(&srv.url("/api/query/postgres/logs?level=ERROR&service=order-service&host=worker-2&limit=1000&count=exact")).await;
+    let (s, _, b) = get_json(
+        &srv.url("/api/query/postgres/logs?level=ERROR&service=order-service&host=worker-2&limit=1000&count=exact"),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
-    let expected = sql_i64(url, "SELECT count(*) FROM logs WHERE level='ERROR' AND service='order-service' AND host='worker-2'").await;
+    let expected =
+        sql_i64(url, "SELECT count(*) FROM logs WHERE level='ERROR' AND service='order-service' AND host='worker-2'")
+            .await;
     assert_eq!(b["total_count"], expected);
     assert_eq!(b["returned_count"].as_i64().unwrap(), expected.min(1000));
     for r in b["data"].as_array().unwrap() {
-        assert_eq!((r["level"].as_str(), r["service"].as_str(), r["host"].as_str()), (Some("ERROR"), Some("order-service"), Some("worker-2")));
+        assert_eq!(
+            (r["level"].as_str(), r["service"].as_str(), r["host"].as_str()),
+            (Some("ERROR"), Some("order-service"), Some("worker-2"))
+        );
     }
     // Time window, inclusive on both ends.
     let t0 = sql_i64(url, r#"SELECT (min("timestamp") + 100)::int8 FROM logs"#).await;
     let t1 = t0 + 50;
-    let (s, _, b) = get_json(&srv.url(&format!("/api/query/postgres/logs?start_time={t0}&end_time={t1}&limit=10000&count=exact&order_dir=asc"))).await;
+    let (s, _, b) =
+        get_json(&srv.url(&format!(
+            "/api/query/postgres/logs?start_time={t0}&end_time={t1}&limit=10000&count=exact&order_dir=asc"
+        )))
+        .await;
     assert_eq!(s, 200);
-    let expected = sql_i64(url, &format!(r#"SELECT count(*) FROM logs WHERE "timestamp" >= {t0} AND "timestamp" <= {t1}"#)).await;
+    let expected =
+        sql_i64(url, &format!(r#"SELECT count(*) FROM logs WHERE "timestamp" >= {t0} AND "timestamp" <= {t1}"#)).await;
     assert_eq!(b["returned_count"], expected);
     let ts: Vec<f64> = b["data"].as_array().unwrap().iter().map(|r| r["timestamp"].as_f64().unwrap()).collect();
     assert!(ts.iter().all(|t| *t >= t0 as f64 && *t <= t1 as f64));
@@ -84,7 +97,8 @@ async fn ordering_and_paging() {
     assert_eq!(ids2, (51..=100).collect::<Vec<_>>());
     assert_eq!(p2["offset"], 50);
     for (col, dir) in [("level", "asc"), ("service", "desc"), ("created_at", "desc"), ("timestamp", "asc")] {
-        let (s, _, b) = get_json(&srv.url(&format!("/api/query/postgres/logs?order_by={col}&order_dir={dir}&limit=200"))).await;
+        let (s, _, b) =
+            get_json(&srv.url(&format!("/api/query/postgres/logs?order_by={col}&order_dir={dir}&limit=200"))).await;
         assert_eq!(s, 200, "{col}: {b}");
         let vals: Vec<String> = b["data"].as_array().unwrap().iter().map(|r| r[col].to_string()).collect();
         let mut sorted = vals.clone();
@@ -254,7 +268,12 @@ async fn exports_stream_every_row_in_each_format() {
     let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n as u64, ROWS);
     // Zero rows still carry the schema.
-    let empty = reqwest::get(srv.url("/api/query/postgres/logs/export?format=arrow&level=NOPE")).await.unwrap().bytes().await.unwrap();
+    let empty = reqwest::get(srv.url("/api/query/postgres/logs/export?format=arrow&level=NOPE"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(empty), None).unwrap();
     assert_eq!(reader.schema().fields().len(), 8);
     assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 0);
@@ -269,7 +288,8 @@ async fn client_disconnect_cancels_the_postgres_query() {
     let (srv, url) = setup();
     // Raw socket: read a little of a big export, then vanish.
     let mut sock = std::net::TcpStream::connect(srv.http).unwrap();
-    write!(sock, "GET /api/query/postgres/logs/export?format=ndjson&order_by=level HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(sock, "GET /api/query/postgres/logs/export?format=ndjson&order_by=level HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let n = sock.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));

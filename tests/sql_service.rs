@@ -62,7 +62,12 @@ async fn channel(addr: SocketAddr) -> Channel {
 }
 
 async fn post_sql(srv: &TestServer, sql: &str) -> reqwest::Response {
-    reqwest::Client::new().post(srv.url("/api/sql")).json(&serde_json::json!({ "sql": sql })).send().await.expect("POST")
+    reqwest::Client::new()
+        .post(srv.url("/api/sql"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .expect("POST")
 }
 
 /// Run `sql` over Flight SQL to the end; the status of the first failure.

@@ -92,7 +92,11 @@ impl ArchiveIndex {
                         || files.iter().zip(act.state.files.iter()).any(|(a, b)| a.meta != b.meta);
                     if changed || act.state.generation == 0 {
                         act.state.generation += 1;
-                        tracing::info!(files = files.len(), generation = act.state.generation, "parquet listing changed");
+                        tracing::info!(
+                            files = files.len(),
+                            generation = act.state.generation,
+                            "parquet listing changed"
+                        );
                     }
                     act.state.files = Arc::new(files);
                     act.state.healthy = true;
@@ -113,11 +117,16 @@ impl ArchiveIndex {
 }
 
 /// List `*.parquet` under `dir` (sorted by name) and read footers of files not seen before.
-async fn scan(store: Arc<dyn ObjectStore>, dir: StorePath, known: HashMap<StorePath, FileInfo>) -> Result<Vec<FileInfo>, String> {
-    let listing = tokio::time::timeout(Duration::from_secs(10), store.list(Some(&dir)).try_collect::<Vec<ObjectMeta>>())
-        .await
-        .map_err(|_| "listing timed out after 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
+async fn scan(
+    store: Arc<dyn ObjectStore>,
+    dir: StorePath,
+    known: HashMap<StorePath, FileInfo>,
+) -> Result<Vec<FileInfo>, String> {
+    let listing =
+        tokio::time::timeout(Duration::from_secs(10), store.list(Some(&dir)).try_collect::<Vec<ObjectMeta>>())
+            .await
+            .map_err(|_| "listing timed out after 10 s".to_string())?
+            .map_err(|e| e.to_string())?;
     let mut metas: Vec<ObjectMeta> =
         listing.into_iter().filter(|m| m.location.as_ref().ends_with(".parquet") && m.size > 0).collect();
     metas.sort_by(|a, b| a.location.cmp(&b.location));
@@ -187,7 +196,11 @@ fn has_logs_layout(md: &Arc<ParquetMetaData>) -> bool {
     let want = crate::schema::logs_schema();
     let have = arrow.schema();
     have.fields().len() == want.fields().len()
-        && have.fields().iter().zip(want.fields().iter()).all(|(h, w)| h.name() == w.name() && h.data_type() == w.data_type())
+        && have
+            .fields()
+            .iter()
+            .zip(want.fields().iter())
+            .all(|(h, w)| h.name() == w.name() && h.data_type() == w.data_type())
 }
 
 impl Actor for ArchiveIndex {

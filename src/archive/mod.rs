@@ -41,7 +41,7 @@ use object_store::ObjectStore;
 
 use datafusion::physical_plan::ExecutionPlan;
 
-use self::index::{FileInfo, IndexSnapshot, ArchiveIndex, Refresh, Snapshot};
+use self::index::{ArchiveIndex, FileInfo, IndexSnapshot, Refresh, Snapshot};
 use self::rollup::{Labels, Rollups};
 pub use self::store::{map_df_error, open_store};
 use crate::count_cache::CountCache;
@@ -96,10 +96,8 @@ impl Archive {
         opts.execution.parquet.reorder_filters = true;
         // Uncompressed, plain Utf8 results: what every client can read.
         opts.execution.parquet.schema_force_view_types = false;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(512 * 1024 * 1024, 1.0)
-            .build_arc()
-            .map_err(map_df_error)?;
+        let runtime =
+            RuntimeEnvBuilder::new().with_memory_limit(512 * 1024 * 1024, 1.0).build_arc().map_err(map_df_error)?;
         // Two partitions per core: while one waits on a read the other decodes.
         let mut scan_config = config.clone().with_target_partitions(partitions.max(1) * 2);
         let scan_opts = scan_config.options_mut();
@@ -110,8 +108,9 @@ impl Archive {
         let dir_url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
         let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::internal(e.to_string()))?;
         if parsed.scheme() == "hdfs" {
-            let base = url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
-                .map_err(|e| QueryError::internal(e.to_string()))?;
+            let base =
+                url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
+                    .map_err(|e| QueryError::internal(e.to_string()))?;
             // One runtime, so registering once serves both contexts.
             ctx.register_object_store(&base, store.clone());
         }
@@ -140,7 +139,9 @@ impl Archive {
 
     /// The whole directory as a table. Listed per query, so new files show up at once.
     pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
-        let config = ListingTableConfig::new(self.table_url.clone()).with_listing_options(parquet_files()).with_schema(logs_schema());
+        let config = ListingTableConfig::new(self.table_url.clone())
+            .with_listing_options(parquet_files())
+            .with_schema(logs_schema());
         Ok(Arc::new(ListingTable::try_new(config).map_err(map_df_error)?))
     }
 
@@ -156,7 +157,9 @@ impl Archive {
             .iter()
             .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.meta.location)).map_err(map_df_error))
             .collect::<Result<Vec<_>, _>>()?;
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(parquet_files()).with_schema(view_schema());
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(parquet_files())
+            .with_schema(view_schema());
         let table = Arc::new(ListingTable::try_new(config).map_err(map_df_error)?);
         let mut df = self.scan_ctx.read_table(table).map_err(map_df_error)?;
         if let Some(f) = filter_expr(filters, None, None) {
@@ -258,7 +261,10 @@ impl Archive {
     async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
         let snap = self.index.send(Snapshot).await.map_err(|e| QueryError::internal(e.to_string()))?;
         let snap = if snap.refreshed_at.is_none() {
-            self.index.send(Refresh { max_age: Duration::from_secs(1) }).await.map_err(|e| QueryError::internal(e.to_string()))?
+            self.index
+                .send(Refresh { max_age: Duration::from_secs(1) })
+                .await
+                .map_err(|e| QueryError::internal(e.to_string()))?
         } else {
             snap
         };
@@ -278,7 +284,14 @@ impl Archive {
     }
 
     /// One time slice `[lo, hi)` (either bound open), sorted, at most `fetch` rows.
-    fn slice_frame(&self, filters: &Filters, dir: OrderDir, lo: Option<f64>, hi: Option<f64>, fetch: Option<u64>) -> Result<DataFrame, QueryError> {
+    fn slice_frame(
+        &self,
+        filters: &Filters,
+        dir: OrderDir,
+        lo: Option<f64>,
+        hi: Option<f64>,
+        fetch: Option<u64>,
+    ) -> Result<DataFrame, QueryError> {
         let mut df = self.frame()?;
         if let Some(f) = filter_expr(filters, lo, hi) {
             df = df.filter(f).map_err(map_df_error)?;
@@ -343,7 +356,11 @@ pub fn rows_scanned(plan: &dyn ExecutionPlan) -> usize {
         Some(m) if plan.name() == "DataSourceExec" => {
             let get = |n: &str| m.sum_by_name(n).map(|v| v.as_usize()).unwrap_or(0);
             let evaluated = get("pushdown_rows_pruned") + get("pushdown_rows_matched");
-            if evaluated > 0 { evaluated } else { m.output_rows().unwrap_or(0) }
+            if evaluated > 0 {
+                evaluated
+            } else {
+                m.output_rows().unwrap_or(0)
+            }
         }
         _ => 0,
     };
@@ -555,7 +572,10 @@ impl LogStore for Archive {
                 let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
                 if !split.scan.is_empty() {
                     let df = me.files_frame(&split.scan, &f)?;
-                    n += me.executor.run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) }).await?;
+                    n += me
+                        .executor
+                        .run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) })
+                        .await?;
                 }
                 Ok(n)
             })
@@ -599,8 +619,15 @@ mod tests {
 
     /// `n` row groups of 100 000 rows, one time unit each, in one file.
     fn snapshot(n: usize) -> IndexSnapshot {
-        let row_groups = (0..n).map(|i| RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.999, rows: 100_000 }).collect();
-        let meta = object_store::ObjectMeta { location: "f".into(), last_modified: Default::default(), size: 1, e_tag: None, version: None };
+        let row_groups =
+            (0..n).map(|i| RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.999, rows: 100_000 }).collect();
+        let meta = object_store::ObjectMeta {
+            location: "f".into(),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
         let file = FileInfo { meta, rows: n as u64 * 100_000, row_groups, footer: None, sorted_by_time: false };
         IndexSnapshot { files: Arc::new(vec![file]), ..Default::default() }
     }

@@ -96,7 +96,11 @@ fn time_overlap(f: &FileInfo, filters: &Filters) -> Overlap {
     let lo = f.row_groups.iter().map(|g| g.ts_min).fold(f64::INFINITY, f64::min);
     let hi = f.row_groups.iter().map(|g| g.ts_max).fold(f64::NEG_INFINITY, f64::max);
     if f.row_groups.is_empty() {
-        return if filters.start_time.is_none() && filters.end_time.is_none() { Overlap::Whole } else { Overlap::Partial };
+        return if filters.start_time.is_none() && filters.end_time.is_none() {
+            Overlap::Whole
+        } else {
+            Overlap::Partial
+        };
     }
     let start = filters.start_time.unwrap_or(f64::NEG_INFINITY);
     let end = filters.end_time.unwrap_or(f64::INFINITY);
@@ -142,7 +146,13 @@ mod tests {
 
     fn file(name: &str, lo: f64, hi: f64) -> FileInfo {
         FileInfo {
-            meta: ObjectMeta { location: StorePath::from(name), last_modified: Default::default(), size: 1, e_tag: None, version: None },
+            meta: ObjectMeta {
+                location: StorePath::from(name),
+                last_modified: Default::default(),
+                size: 1,
+                e_tag: None,
+                version: None,
+            },
             rows: 3,
             row_groups: vec![RowGroupStats { ts_min: lo, ts_max: hi, rows: 3 }],
             footer: None,
@@ -164,7 +174,8 @@ mod tests {
         // d is missing a rollup after this change of its metadata.
         let mut changed = files.clone();
         changed[3].meta.size = 2;
-        let f = Filters { level: Some("ERROR".into()), start_time: Some(5.0), end_time: Some(40.0), ..Default::default() };
+        let f =
+            Filters { level: Some("ERROR".into()), start_time: Some(5.0), end_time: Some(40.0), ..Default::default() };
         let split = r.split(&changed, &f);
         let scanned: Vec<&str> = split.scan.iter().map(|f| f.meta.location.as_ref()).collect();
         assert_eq!(scanned, vec!["a", "d"]);
@@ -181,7 +192,11 @@ mod tests {
 
     #[test]
     fn missing_labels_group_apart() {
-        let rows = vec![([Some("INFO".into()), None, None], 2), (labels("INFO", "api", "h1"), 2), ([None, None, Some("h1".into())], 5)];
+        let rows = vec![
+            ([Some("INFO".into()), None, None], 2),
+            (labels("INFO", "api", "h1"), 2),
+            ([None, None, Some("h1".into())], 5),
+        ];
         let mut totals = HashMap::new();
         add_grouped(&mut totals, &rows, GroupBy::Service);
         assert_eq!(totals, HashMap::from([(None, 7), (Some("api".to_string()), 2)]));

@@ -13,22 +13,22 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::ObjectStore;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
 use super::store::{map_df_error, map_parquet_error};
-use crate::schema::logs_schema;
-use crate::stream::BatchStream;
 use crate::archive::index::FileInfo;
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::query::{Filters, OrderDir};
+use crate::schema::logs_schema;
+use crate::stream::BatchStream;
 
 /// A row predicate compiled once per export.
 type Predicate = Arc<dyn PhysicalExpr>;
@@ -59,7 +59,9 @@ pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<
     let mut groups: Vec<(Unit, f64, f64)> = files
         .iter()
         .enumerate()
-        .flat_map(|(fi, f)| f.row_groups.iter().enumerate().map(move |(ri, g)| (Unit { file: fi, row_group: ri }, g.ts_min, g.ts_max)))
+        .flat_map(|(fi, f)| {
+            f.row_groups.iter().enumerate().map(move |(ri, g)| (Unit { file: fi, row_group: ri }, g.ts_min, g.ts_max))
+        })
         .collect();
     groups.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
     // Overlapping row groups would interleave: only a sort can order those.
@@ -68,7 +70,8 @@ pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<
     }
     let start = filters.start_time.unwrap_or(f64::NEG_INFINITY);
     let end = filters.end_time.unwrap_or(f64::INFINITY);
-    let mut units: Vec<Unit> = groups.into_iter().filter(|(_, lo, hi)| *hi >= start && *lo <= end).map(|(u, _, _)| u).collect();
+    let mut units: Vec<Unit> =
+        groups.into_iter().filter(|(_, lo, hi)| *hi >= start && *lo <= end).map(|(u, _, _)| u).collect();
     if dir == OrderDir::Desc {
         units.reverse();
     }
@@ -89,13 +92,17 @@ pub fn stream(
     let predicate = match filter {
         Some(e) => {
             let schema = DFSchema::try_from(logs_schema().as_ref().clone()).map_err(map_df_error)?;
-            Some(create_physical_expr(&e, &schema, &ExecutionProps::new(), &PhysicalPlanningContext::default()).map_err(map_df_error)?)
+            Some(
+                create_physical_expr(&e, &schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())
+                    .map_err(map_df_error)?,
+            )
         }
         None => None,
     };
     let reads = stream::iter(units)
         .map(move |u| {
-            let (store, file, predicate, executor) = (store.clone(), files[u.file].clone(), predicate.clone(), executor.clone());
+            let (store, file, predicate, executor) =
+                (store.clone(), files[u.file].clone(), predicate.clone(), executor.clone());
             async move { executor.run(read_row_group(store, file, u.row_group, predicate, dir)).await }
         })
         .buffered(READ_AHEAD)
@@ -147,7 +154,11 @@ fn reversed(mut batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, QueryErro
     let mut out = Vec::with_capacity(batches.len());
     while let Some(b) = batches.pop() {
         let indices = UInt32Array::from_iter_values((0..b.num_rows() as u32).rev());
-        let columns = b.columns().iter().map(|c| arrow::compute::take(c.as_ref(), &indices, None)).collect::<Result<Vec<_>, _>>()?;
+        let columns = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &indices, None))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(RecordBatch::try_new(b.schema(), columns)?);
     }
     Ok(out)
@@ -167,7 +178,13 @@ mod tests {
 
     fn file(groups: &[(f64, f64)], sorted: bool) -> FileInfo {
         FileInfo {
-            meta: ObjectMeta { location: StorePath::from("f"), last_modified: Default::default(), size: 1, e_tag: None, version: None },
+            meta: ObjectMeta {
+                location: StorePath::from("f"),
+                last_modified: Default::default(),
+                size: 1,
+                e_tag: None,
+                version: None,
+            },
             rows: 0,
             row_groups: groups.iter().map(|&(ts_min, ts_max)| RowGroupStats { ts_min, ts_max, rows: 10 }).collect(),
             footer: None,

@@ -100,7 +100,9 @@ fn answerable(agg: &Aggregate) -> Option<AggregateQuery> {
                 }
                 node = f.input.as_ref();
             }
-            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => node = p.input.as_ref(),
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                node = p.input.as_ref()
+            }
             LogicalPlan::TableScan(scan) => {
                 let is_archive = scan.table_name.schema() == Some("hdfs") && scan.table_name.table() == "logs";
                 if !is_archive || scan.fetch.is_some() {
@@ -176,13 +178,21 @@ mod tests {
 
     #[tokio::test]
     async fn label_group_bys_with_label_equalities_are_answered() {
-        let q = candidate(&plan("SELECT service, count(*) AS n FROM hdfs.logs WHERE level = 'ERROR' GROUP BY service ORDER BY n DESC").await)
-            .expect("answerable");
+        let q = candidate(
+            &plan(
+                "SELECT service, count(*) AS n FROM hdfs.logs WHERE level = 'ERROR' GROUP BY service ORDER BY n DESC",
+            )
+            .await,
+        )
+        .expect("answerable");
         assert_eq!(q.group_by, GroupBy::Service);
         assert_eq!(q.filters, Filters { level: Some("ERROR".into()), ..Default::default() });
         let q = candidate(&plan("SELECT host, count(1) FROM hdfs.logs WHERE 'api-gateway' = service AND host = 'worker-1' GROUP BY host HAVING count(1) > 5").await)
             .expect("answerable");
-        assert_eq!(q.filters, Filters { service: Some("api-gateway".into()), host: Some("worker-1".into()), ..Default::default() });
+        assert_eq!(
+            q.filters,
+            Filters { service: Some("api-gateway".into()), host: Some("worker-1".into()), ..Default::default() }
+        );
         assert!(candidate(&plan("SELECT level, count(*) FROM hdfs.logs GROUP BY level").await).is_some());
     }
 

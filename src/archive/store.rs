@@ -13,13 +13,20 @@ use crate::error::{Cause, QueryError, RetryAfter};
 /// Open the object store for a directory URL; returns the store and the directory in it.
 pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryError> {
     let parsed = url::Url::parse(url).map_err(|e| {
-        QueryError::invalid("parquet.url", format!("`{url}` is not a URL ({e}); use file:///abs/dir or hdfs://host:port/dir"), None)
+        QueryError::invalid(
+            "parquet.url",
+            format!("`{url}` is not a URL ({e}); use file:///abs/dir or hdfs://host:port/dir"),
+            None,
+        )
     })?;
     match parsed.scheme() {
         "file" => {
-            let path = parsed.to_file_path().map_err(|_| QueryError::invalid("parquet.url", "file URL needs an absolute path", None))?;
-            std::fs::create_dir_all(&path)
-                .map_err(|e| QueryError::invalid("parquet.url", format!("cannot create {}: {e}", path.display()), None))?;
+            let path = parsed
+                .to_file_path()
+                .map_err(|_| QueryError::invalid("parquet.url", "file URL needs an absolute path", None))?;
+            std::fs::create_dir_all(&path).map_err(|e| {
+                QueryError::invalid("parquet.url", format!("cannot create {}: {e}", path.display()), None)
+            })?;
             let store = object_store::local::LocalFileSystem::new();
             let dir = StorePath::from_filesystem_path(&path)
                 .map_err(|e| QueryError::invalid("parquet.url", e.to_string(), None))?;
@@ -33,7 +40,9 @@ pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryE
                 .map_err(|e| QueryError::invalid("parquet.url", format!("cannot set up HDFS client: {e}"), None))?;
             Ok((Arc::new(store), StorePath::from(parsed.path())))
         }
-        other => Err(QueryError::invalid("parquet.url", format!("unsupported scheme `{other}`"), Some(&["file", "hdfs"]))),
+        other => {
+            Err(QueryError::invalid("parquet.url", format!("unsupported scheme `{other}`"), Some(&["file", "hdfs"])))
+        }
     }
 }
 
@@ -42,8 +51,12 @@ pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryE
 pub fn map_df_error(e: DataFusionError) -> QueryError {
     let text = e.strip_backtrace();
     if store_not_answering(&e) {
-        return QueryError::unavailable("hdfs", format!("the Parquet store did not answer: {text}"), RetryAfter::Outage)
-            .with_cause(Arc::new(e));
+        return QueryError::unavailable(
+            "hdfs",
+            format!("the Parquet store did not answer: {text}"),
+            RetryAfter::Outage,
+        )
+        .with_cause(Arc::new(e));
     }
     match e.find_root() {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => QueryError::Sql(text),
@@ -58,7 +71,8 @@ pub fn map_parquet_error(e: ParquetError) -> QueryError {
     let down = matches!(&e, ParquetError::External(_)) || store_not_answering(&e);
     let cause: Cause = Arc::new(e);
     if down {
-        QueryError::unavailable("hdfs", format!("the Parquet store did not answer: {cause}"), RetryAfter::Outage).with_cause(cause)
+        QueryError::unavailable("hdfs", format!("the Parquet store did not answer: {cause}"), RetryAfter::Outage)
+            .with_cause(cause)
     } else {
         QueryError::store("hdfs", cause.to_string()).with_cause(cause)
     }
@@ -71,7 +85,9 @@ fn store_not_answering(e: &(dyn std::error::Error + 'static)) -> bool {
         if err.is::<object_store::Error>() || err.is::<hdfs_native::HdfsError>() || err.is::<std::io::Error>() {
             return true;
         }
-        if let Some(DataFusionError::ObjectStore(_) | DataFusionError::IoError(_)) = err.downcast_ref::<DataFusionError>() {
+        if let Some(DataFusionError::ObjectStore(_) | DataFusionError::IoError(_)) =
+            err.downcast_ref::<DataFusionError>()
+        {
             return true;
         }
         if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>() {

@@ -11,8 +11,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::schema::logs_schema;
 use crate::archive::Archive;
+use crate::schema::logs_schema;
 
 pub struct ArchiveTable {
     source: Archive,

@@ -101,10 +101,15 @@ pub fn write_rows(
                     // Anything else: Arrow's display form as a string.
                     let v = arrow::util::display::array_value_to_string(col, row)?;
                     match col.data_type() {
-                        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16
-                        | DataType::UInt32 | DataType::UInt64 | DataType::Float32 | DataType::Boolean => {
-                            out.extend_from_slice(v.as_bytes())
-                        }
+                        DataType::Int8
+                        | DataType::Int16
+                        | DataType::Int32
+                        | DataType::UInt8
+                        | DataType::UInt16
+                        | DataType::UInt32
+                        | DataType::UInt64
+                        | DataType::Float32
+                        | DataType::Boolean => out.extend_from_slice(v.as_bytes()),
                         _ => write_str(out, &v)?,
                     }
                 }

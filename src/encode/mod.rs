@@ -53,16 +53,24 @@ impl Format {
 /// Stateful encoder for one response body.
 pub enum Encoder {
     /// Rows as JSON objects, one per line; `raw_json_columns` are embedded unquoted.
-    Ndjson { raw_json_columns: Vec<String> },
-    Csv { header_written: bool },
+    Ndjson {
+        raw_json_columns: Vec<String>,
+    },
+    Csv {
+        header_written: bool,
+    },
     /// `None` once finished.
-    Arrow { writer: Option<Box<StreamEncoder>> },
+    Arrow {
+        writer: Option<Box<StreamEncoder>>,
+    },
 }
 
 impl Encoder {
     pub fn new(format: Format, schema: &SchemaRef, raw_json_columns: &[&str]) -> Result<Self, QueryError> {
         Ok(match format {
-            Format::Ndjson => Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() },
+            Format::Ndjson => {
+                Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() }
+            }
             Format::Csv => Encoder::Csv { header_written: false },
             // Uncompressed IPC: every Arrow reader can decode it.
             Format::Arrow => Encoder::Arrow { writer: Some(Box::new(StreamEncoder::try_new(schema)?)) },

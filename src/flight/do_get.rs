@@ -209,8 +209,8 @@ fn ipc_messages(buffers: Vec<Buffer>) -> Result<Vec<(Bytes, Vec<Bytes>)>, Status
             break; // end-of-stream marker
         }
         let header = Bytes::from(cursor.take(len as usize)?.concat());
-        let message =
-            arrow::ipc::root_as_message(&header).map_err(|e| Status::internal(format!("reading an encoded IPC header: {e}")))?;
+        let message = arrow::ipc::root_as_message(&header)
+            .map_err(|e| Status::internal(format!("reading an encoded IPC header: {e}")))?;
         let body = cursor.take(message.bodyLength() as usize)?;
         if message.header_type() != MessageHeader::Schema {
             out.push((header, body));
@@ -378,9 +378,13 @@ mod tests {
     }
 
     fn batch(rows: usize, text: &str) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("msg", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("msg", DataType::Utf8, true),
+        ]));
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
-        let msgs: ArrayRef = Arc::new(StringArray::from_iter((0..rows).map(|i| (i % 3 != 0).then(|| format!("{text}{i}")))));
+        let msgs: ArrayRef =
+            Arc::new(StringArray::from_iter((0..rows).map(|i| (i % 3 != 0).then(|| format!("{text}{i}")))));
         RecordBatch::try_new(schema, vec![ids, msgs]).unwrap()
     }
 
@@ -406,7 +410,11 @@ mod tests {
         let b = batch(3, "z");
         let rest: crate::stream::BatchStream = Box::pin(stream::iter([
             Ok(b.clone()),
-            Err(QueryError::unavailable("hdfs", "DataNode gone", crate::error::RetryAfter::Backoff(std::time::Duration::from_secs(2)))),
+            Err(QueryError::unavailable(
+                "hdfs",
+                "DataNode gone",
+                crate::error::RetryAfter::Backoff(std::time::Duration::from_secs(2)),
+            )),
             Ok(b.clone()),
         ]));
         let frames: Vec<_> = frames(Batches { first: RecordBatch::new_empty(b.schema()), rest }).collect().await;

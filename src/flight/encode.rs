@@ -43,9 +43,7 @@ impl Batches {
 /// sent as plain values.
 pub fn flight_stream(batches: Batches) -> FlightDataStream {
     let schema = batches.first.schema();
-    let batches = batches
-        .non_empty()
-        .map_err(|e: QueryError| FlightError::Tonic(Box::new(e.into())));
+    let batches = batches.non_empty().map_err(|e: QueryError| FlightError::Tonic(Box::new(e.into())));
     let encoded = FlightDataEncoderBuilder::new()
         .with_options(IpcWriteOptions::default())
         .with_schema(schema)
@@ -69,7 +67,11 @@ pub fn flight_status(e: FlightError) -> Status {
 }
 
 /// A one-endpoint `FlightInfo` (the data is served by this same server).
-pub fn flight_info(schema: &Schema, ticket: impl Into<bytes::Bytes>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+pub fn flight_info(
+    schema: &Schema,
+    ticket: impl Into<bytes::Bytes>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
     Ok(FlightInfo::new()
         .try_with_schema(schema)
         .map_err(|e| Status::internal(format!("encoding schema: {e}")))?

@@ -15,13 +15,13 @@
 //! [`tickets`], [`encode`], [`do_get`] (`DoGet` responses framed without copying).
 
 pub mod catalog;
+pub mod do_get;
 pub mod encode;
 pub mod plain;
 pub mod prepared;
 pub mod service;
 pub mod sql;
 pub mod tickets;
-pub mod do_get;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +61,9 @@ pub struct FletchFlight {
 impl FletchFlight {
     pub fn new(service: Arc<Service>) -> Result<Self, QueryError> {
         let sql_info = catalog::sql_info().map_err(|s| QueryError::internal(s.message().to_string()))?;
-        Ok(Self { state: Arc::new(FlightState { service, prepared: prepared::PreparedStatements::default(), sql_info }) })
+        Ok(Self {
+            state: Arc::new(FlightState { service, prepared: prepared::PreparedStatements::default(), sql_info }),
+        })
     }
 }
 

@@ -37,7 +37,10 @@ pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(Schem
     let q = tickets::parse(cmd)?;
     let schema = match (&q, tickets::schema_of(&q)) {
         (PlainQuery::Sql(sql), _) => state.service.sql_schema(sql, Vec::new()).await?,
-        (PlainQuery::Logs(s, _) | PlainQuery::Export(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s), Some(schema)) => {
+        (
+            PlainQuery::Logs(s, _) | PlainQuery::Export(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s),
+            Some(schema),
+        ) => {
             state.store(*s)?;
             schema
         }

@@ -118,8 +118,11 @@ fn encode(sql: &str, params: &[ScalarValue]) -> Result<Bytes, QueryError> {
             .map(|v| v.to_array_of_size(1))
             .collect::<Result<_, _>>()
             .map_err(|e| QueryError::invalid("parameters", e.to_string(), None))?;
-        let fields: Vec<Field> =
-            columns.iter().enumerate().map(|(i, c)| Field::new(format!("${}", i + 1), c.data_type().clone(), true)).collect();
+        let fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(format!("${}", i + 1), c.data_type().clone(), true))
+            .collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
         let mut w = StreamWriter::try_new(Vec::new(), &batch.schema())?;
         w.write(&batch)?;
@@ -129,7 +132,9 @@ fn encode(sql: &str, params: &[ScalarValue]) -> Result<Bytes, QueryError> {
 }
 
 fn decode(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), QueryError> {
-    let bad = |why: &str| QueryError::invalid("prepared_statement_handle", format!("not a fletch prepared statement: {why}"), None);
+    let bad = |why: &str| {
+        QueryError::invalid("prepared_statement_handle", format!("not a fletch prepared statement: {why}"), None)
+    };
     let rest = handle.strip_prefix(MAGIC).ok_or_else(|| bad("unknown format"))?;
     let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(|| bad("truncated"))?;
     let len = u32::from_be_bytes(*len) as usize;
@@ -157,8 +162,10 @@ mod tests {
     use arrow::datatypes::DataType;
 
     fn row() -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("b", DataType::Int64, true)]));
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(Int64Array::from(vec![3]))]).unwrap()
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("b", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(Int64Array::from(vec![3]))])
+            .unwrap()
     }
 
     #[test]

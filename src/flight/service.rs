@@ -38,7 +38,9 @@ async fn describe(state: &FlightState, d: &FlightDescriptor) -> Result<(arrow::d
         DescriptorType::Path => plain::describe_path(state, &d.path),
         DescriptorType::Cmd if tickets::is_json(&d.cmd) => plain::describe_command(state, &d.cmd).await,
         DescriptorType::Cmd => sql::describe(state, sql::decode(&d.cmd)?).await,
-        DescriptorType::Unknown => Err(Status::invalid_argument("flight descriptor has no type (use a path or a command)")),
+        DescriptorType::Unknown => {
+            Err(Status::invalid_argument("flight descriptor has no type (use a path or a command)"))
+        }
     }
 }
 
@@ -71,7 +73,10 @@ impl FlightService for FletchFlight {
     type ListActionsStream = BoxStream<ActionType>;
 
     /// Credentials were checked by the interceptor; answer with the bearer token to use.
-    async fn handshake(&self, request: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
         let token = request.extensions().get::<AuthToken>().map(|t| t.0.clone());
         let payload = Bytes::from(token.clone().unwrap_or_default());
         let reply = HandshakeResponse { protocol_version: 0, payload };
@@ -111,10 +116,7 @@ impl FlightService for FletchFlight {
     /// Only binding prepared-statement parameters: fletch is read-only.
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
         let mut input = request.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("do_put: empty stream"))?;
+        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("do_put: empty stream"))?;
         let descriptor = first
             .flight_descriptor
             .clone()
@@ -122,7 +124,10 @@ impl FlightService for FletchFlight {
         let cmd = match sql::decode(&descriptor.cmd)? {
             Command::CommandPreparedStatementQuery(c) => c,
             other => {
-                return Err(Status::unimplemented(format!("do_put: fletch is read-only ({} is not supported)", other.type_url())))
+                return Err(Status::unimplemented(format!(
+                    "do_put: fletch is read-only ({} is not supported)",
+                    other.type_url()
+                )))
             }
         };
         let data = futures::stream::once(async move { Ok(first) }).chain(input).map_err(FlightError::from);
@@ -135,7 +140,10 @@ impl FlightService for FletchFlight {
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(put)]))))
     }
 
-    async fn do_exchange(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("do_exchange is not supported; use do_get"))
     }
 

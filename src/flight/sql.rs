@@ -42,7 +42,10 @@ pub fn decode(bytes: &[u8]) -> Result<Command, Status> {
 }
 
 fn unsupported(cmd: &Command) -> Status {
-    Status::unimplemented(format!("fletch does not support the Flight SQL command {} (it is read-only)", cmd.type_url()))
+    Status::unimplemented(format!(
+        "fletch does not support the Flight SQL command {} (it is read-only)",
+        cmd.type_url()
+    ))
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
@@ -130,4 +133,3 @@ pub fn bind(
     let bound = state.prepared.bind(&cmd.prepared_statement_handle, batches)?;
     Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bound) })
 }
-

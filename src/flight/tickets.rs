@@ -71,7 +71,9 @@ pub fn parse(bytes: &[u8]) -> Result<PlainQuery, QueryError> {
         }
         return Ok(PlainQuery::Sql(sql));
     }
-    let source = Source::parse(t.source.as_deref().ok_or_else(|| QueryError::invalid("source", "is required", Some(Source::ALLOWED)))?)?;
+    let source = Source::parse(
+        t.source.as_deref().ok_or_else(|| QueryError::invalid("source", "is required", Some(Source::ALLOWED)))?,
+    )?;
     let kind = t.kind.as_deref().ok_or_else(|| QueryError::invalid("kind", "is required", Some(KINDS)))?;
     let params = params_of(&t.params)?;
     Ok(match kind {
@@ -162,7 +164,10 @@ pub fn aggregate_batch(groups: Vec<(String, i64)>) -> Result<RecordBatch, QueryE
     )?)
 }
 
-pub fn stats_batch(source: Source, stats: &serde_json::Map<String, serde_json::Value>) -> Result<RecordBatch, QueryError> {
+pub fn stats_batch(
+    source: Source,
+    stats: &serde_json::Map<String, serde_json::Value>,
+) -> Result<RecordBatch, QueryError> {
     let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![source.response_name()]))];
     for f in stats_fields(source) {
         cols.push(Arc::new(Int64Array::from(vec![stats.get(*f).and_then(|v| v.as_i64())])));

@@ -7,15 +7,19 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{add_cache_info, elapsed_ms, query_params, ApiError};
-use crate::service::Service;
 use crate::error::QueryError;
 use crate::query::{
     check_params, parse_aggregate, parse_filters, CountMode, OrderBy, OrderDir, RowsQuery, Source, AGG_PARAMS,
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
+use crate::service::Service;
 use crate::store::LogStore;
 
-pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+pub async fn aggregate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), AGG_PARAMS)?;
@@ -32,7 +36,11 @@ pub async fn aggregate(req: HttpRequest, path: web::Path<String>, state: web::Da
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn stats(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+pub async fn stats(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     check_params(&query_params(&req), &[])?;
@@ -67,7 +75,14 @@ pub async fn compare(req: HttpRequest, state: web::Data<Service>) -> Result<Http
         None => DEFAULT_PAGE_LIMIT,
         Some(v) => match v.parse::<u64>() {
             Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => n,
-            _ => return Err(QueryError::invalid("limit", format!("must be an integer between 1 and {MAX_PAGE_LIMIT} (got `{v}`)"), None).into()),
+            _ => {
+                return Err(QueryError::invalid(
+                    "limit",
+                    format!("must be an integer between 1 and {MAX_PAGE_LIMIT} (got `{v}`)"),
+                    None,
+                )
+                .into())
+            }
         },
     };
     let q = RowsQuery {

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use futures::{stream, StreamExt};
 
 use super::{add_cache_info, elapsed_ms, query_params, ApiError};
-use crate::service::sql::first_rows;
-use crate::service::{CacheInfo, Service};
 use crate::encode::json_rows::{write_rows, Separator};
 use crate::encode::{Encoder, Format};
 use crate::error::QueryError;
 use crate::query::{check_params, parse_count_mode, parse_rows, Source, EXPORT_PARAMS, LOGS_PARAMS};
+use crate::service::sql::first_rows;
+use crate::service::{CacheInfo, Service};
 use crate::store::{CountAnswer, LogStore};
 use crate::stream::BatchStream;
 
@@ -30,7 +30,11 @@ pub async fn open_stream(
     first_rows(make.await?).await
 }
 
-pub async fn page(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+pub async fn page(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), LOGS_PARAMS)?;
@@ -127,7 +131,11 @@ fn split_results(chunks: Result<Vec<bytes::Bytes>, QueryError>) -> Vec<Result<by
     }
 }
 
-pub async fn export(req: HttpRequest, path: web::Path<String>, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+pub async fn export(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
     let source = Source::parse(&path)?;
     let map = check_params(&query_params(&req), EXPORT_PARAMS)?;
     let format = negotiate_format(&req, map.get("format"))?;

@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use super::logs::{negotiate_format, open_stream, stream_response};
 use super::{query_params, ApiError};
-use crate::service::Service;
 use crate::error::QueryError;
 use crate::query::check_params;
+use crate::service::Service;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

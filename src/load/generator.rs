@@ -12,28 +12,65 @@ use crate::schema::logs_schema;
 pub const LEVELS: &[&str] = &["INFO", "DEBUG", "WARN", "ERROR"];
 pub const SERVICES: &[&str] = &["api-gateway", "user-service", "order-service", "payment-service"];
 pub const HOSTS: &[&str] = &["worker-1", "worker-2", "worker-3"];
-const ENDPOINTS: &[&str] = &["/api/v1/users", "/api/v1/orders", "/api/v1/payments", "/api/v1/login", "/api/v1/cart", "/health"];
+const ENDPOINTS: &[&str] =
+    &["/api/v1/users", "/api/v1/orders", "/api/v1/payments", "/api/v1/login", "/api/v1/cart", "/health"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
 
 const INFO_MSGS: &[&str] = &[
-    "Request processed successfully", "User logged in", "Order created", "Payment accepted",
-    "Cache refreshed", "Session started", "Profile updated", "Item added to cart",
-    "Checkout completed", "Token issued", "Health check passed", "Notification sent",
+    "Request processed successfully",
+    "User logged in",
+    "Order created",
+    "Payment accepted",
+    "Cache refreshed",
+    "Session started",
+    "Profile updated",
+    "Item added to cart",
+    "Checkout completed",
+    "Token issued",
+    "Health check passed",
+    "Notification sent",
 ];
 const DEBUG_MSGS: &[&str] = &[
-    "Entering handler", "Query plan selected", "Cache lookup", "Serializing response",
-    "Parsed request body", "Opening connection", "Retry scheduled", "Feature flag evaluated",
-    "Validating input", "Loaded configuration", "Span closed", "Connection returned to pool",
+    "Entering handler",
+    "Query plan selected",
+    "Cache lookup",
+    "Serializing response",
+    "Parsed request body",
+    "Opening connection",
+    "Retry scheduled",
+    "Feature flag evaluated",
+    "Validating input",
+    "Loaded configuration",
+    "Span closed",
+    "Connection returned to pool",
 ];
 const WARN_MSGS: &[&str] = &[
-    "Slow response detected", "Retrying request", "Deprecated endpoint used", "Cache miss rate high",
-    "Connection pool nearly exhausted", "Rate limit approaching", "Payload larger than expected",
-    "Token close to expiry", "Fallback used", "Queue depth increasing", "Disk usage above 80%", "Timeout close to limit",
+    "Slow response detected",
+    "Retrying request",
+    "Deprecated endpoint used",
+    "Cache miss rate high",
+    "Connection pool nearly exhausted",
+    "Rate limit approaching",
+    "Payload larger than expected",
+    "Token close to expiry",
+    "Fallback used",
+    "Queue depth increasing",
+    "Disk usage above 80%",
+    "Timeout close to limit",
 ];
 const ERROR_MSGS: &[&str] = &[
-    "Database connection failed", "Payment gateway timeout", "Null reference in handler", "Order validation failed",
-    "Upstream service unavailable", "Failed to write to queue", "Authentication service error",
-    "Unhandled exception", "Transaction rolled back", "Out of memory in worker", "Deadlock detected", "Invalid state transition",
+    "Database connection failed",
+    "Payment gateway timeout",
+    "Null reference in handler",
+    "Order validation failed",
+    "Upstream service unavailable",
+    "Failed to write to queue",
+    "Authentication service error",
+    "Unhandled exception",
+    "Transaction rolled back",
+    "Out of memory in worker",
+    "Deadlock detected",
+    "Invalid state transition",
 ];
 
 /// Produces `logs` rows in time order: ids ascend, timestamps advance ~`1/rate` s per row.
@@ -46,7 +83,12 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64, first_id: i64, start_time: f64, rows_per_second: f64) -> Self {
-        Self { rng: SmallRng::seed_from_u64(seed), next_id: first_id, t: start_time, step: 1.0 / rows_per_second.max(1e-6) }
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            next_id: first_id,
+            t: start_time,
+            step: 1.0 / rows_per_second.max(1e-6),
+        }
     }
 
     fn pick_level(&mut self) -> usize {

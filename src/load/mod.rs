@@ -110,8 +110,10 @@ fn progress(total: u64, enabled: bool) -> (ProgressBar, bool) {
     if std::io::stderr().is_terminal() {
         let pb = ProgressBar::new(total);
         pb.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} rows  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         (pb, false)
     } else {

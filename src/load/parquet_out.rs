@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use object_store::buffered::BufWriter;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
-use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::SortingColumn;
@@ -49,7 +49,8 @@ pub async fn write_files(
         // Split batches at file boundaries so every file holds exactly `file_rows` rows.
         while batch.num_rows() > 0 {
             if current.is_none() {
-                let first_id = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0)).value(0);
+                let first_id =
+                    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0)).value(0);
                 let path = dir.clone().join(format!("logs-{first_id:012}.parquet"));
                 let sink = BufWriter::new(store.clone(), path.clone());
                 let w = AsyncArrowWriter::try_new(sink, logs_schema(), Some(writer_properties()))?;

@@ -68,10 +68,7 @@ impl ToSql for PgTimestamp {
 /// Whether `logs` exists; creates it when missing. Returns true when it was created now
 /// (then secondary indexes are built after the load, which is much faster).
 pub async fn ensure_table(client: &Client) -> Result<bool, LoadError> {
-    let existed: bool = client
-        .query_one("SELECT to_regclass('public.logs') IS NOT NULL", &[])
-        .await?
-        .get(0);
+    let existed: bool = client.query_one("SELECT to_regclass('public.logs') IS NOT NULL", &[]).await?.get(0);
     if !existed {
         client.batch_execute(CREATE_TABLE).await?;
     }

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -35,16 +34,14 @@ pub fn schema_for(columns: &[Column]) -> Result<SchemaRef, QueryError> {
     let fields = columns
         .iter()
         .map(|c| {
-            arrow_type(c.type_())
-                .map(|dt| Field::new(c.name(), dt, true))
-                .ok_or_else(|| {
-                    QueryError::Sql(format!(
-                        "column `{}` has PostgreSQL type {} which fletch cannot stream; cast it (e.g. `{}::text`)",
-                        c.name(),
-                        c.type_(),
-                        c.name()
-                    ))
-                })
+            arrow_type(c.type_()).map(|dt| Field::new(c.name(), dt, true)).ok_or_else(|| {
+                QueryError::Sql(format!(
+                    "column `{}` has PostgreSQL type {} which fletch cannot stream; cast it (e.g. `{}::text`)",
+                    c.name(),
+                    c.type_(),
+                    c.name()
+                ))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Schema::new(fields)))

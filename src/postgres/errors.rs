@@ -20,7 +20,9 @@ pub fn map_pg_error(e: &tokio_postgres::Error) -> QueryError {
             // syntax error or access rule violation, data exception: the query is wrong
             "42" | "22" => QueryError::Sql(db.message().to_string()),
             "57" if code == "57014" => QueryError::Cancelled("postgres"),
-            "57" | "08" | "53" => QueryError::unavailable("postgres", db.message(), RetryAfter::Outage).with_cause(cause),
+            "57" | "08" | "53" => {
+                QueryError::unavailable("postgres", db.message(), RetryAfter::Outage).with_cause(cause)
+            }
             _ => QueryError::store("postgres", db.message()).with_cause(cause),
         };
     }

@@ -140,9 +140,10 @@ fn bind_value(column_type: &DataType, v: &ScalarValue) -> Option<(PgParam, &'sta
     match (column_type, v) {
         (DataType::Int64, ScalarValue::Int64(Some(n))) => Some((PgParam::I64(*n), "")),
         (DataType::Float64, ScalarValue::Float64(Some(x))) => Some((PgParam::F64(*x), "")),
-        (DataType::Utf8, ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => {
-            Some((PgParam::Text(s.clone()), ""))
-        }
+        (
+            DataType::Utf8,
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+        ) => Some((PgParam::Text(s.clone()), "")),
         (DataType::Timestamp(TimeUnit::Microsecond, None), ScalarValue::TimestampMicrosecond(Some(us), None)) => {
             let t = chrono::DateTime::from_timestamp_micros(*us)?.naive_utc();
             // Sent as text and cast in SQL: exact to the microsecond, no client-side tz logic.
@@ -158,7 +159,9 @@ pub fn projected_schema(columns: &[PgColumn], projection: Option<&Vec<usize>>) -
         Some(p) => p.iter().filter_map(|i| columns.get(*i)).collect(),
         None => columns.iter().collect(),
     };
-    Schema::new(picked.iter().map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true)).collect::<Vec<_>>())
+    Schema::new(
+        picked.iter().map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true)).collect::<Vec<_>>(),
+    )
 }
 
 #[cfg(test)]

@@ -85,4 +85,3 @@ pub struct PgSettings {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
-

@@ -137,7 +137,10 @@ impl PgSource {
             .ok_or_else(|| QueryError::internal("expected one integer from postgres"))
     }
 
-    fn exact_count_job(&self, f: &Filters) -> impl std::future::Future<Output = Result<i64, QueryError>> + Send + 'static {
+    fn exact_count_job(
+        &self,
+        f: &Filters,
+    ) -> impl std::future::Future<Output = Result<i64, QueryError>> + Send + 'static {
         let mut params = Vec::new();
         let sql = format!("SELECT count(*) AS count FROM logs{}", where_clause(f, &mut params));
         let me = self.clone();
@@ -202,13 +205,17 @@ impl LogStore for PgSource {
         let key = f.key();
         match mode {
             CountMode::None => Ok(CountAnswer { value: None, kind: CountKind::None, age: None }),
-            CountMode::Estimate => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None }),
+            CountMode::Estimate => {
+                Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None })
+            }
             CountMode::Exact => self.counts.exact(&key, || self.exact_count_job(f)).await,
             CountMode::Auto => {
                 let job = self.exact_count_job(f);
                 match self.counts.cached_or_start(&key, move || job) {
                     Some(hit) => Ok(hit),
-                    None => Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None }),
+                    None => {
+                        Ok(CountAnswer { value: Some(self.estimate(f).await?), kind: CountKind::Estimate, age: None })
+                    }
                 }
             }
         }
@@ -230,7 +237,10 @@ impl LogStore for PgSource {
         let events = if has_events {
             let me = self.clone();
             self.counts
-                .exact("events", move || async move { me.scalar_i64("SELECT count(*) FROM events".into(), vec![]).await })
+                .exact(
+                    "events",
+                    move || async move { me.scalar_i64("SELECT count(*) FROM events".into(), vec![]).await },
+                )
                 .await?
                 .value
                 .unwrap_or(0)
@@ -254,10 +264,8 @@ impl LogStore for PgSource {
 
 /// Connection settings from the config section.
 pub fn settings_from(cfg: &crate::config::PostgresConfig) -> Result<PgSettings, QueryError> {
-    let mut pg: tokio_postgres::Config = cfg
-        .url
-        .parse()
-        .map_err(|e| QueryError::invalid("postgres.url", format!("not a PostgreSQL URL: {e}"), None))?;
+    let mut pg: tokio_postgres::Config =
+        cfg.url.parse().map_err(|e| QueryError::invalid("postgres.url", format!("not a PostgreSQL URL: {e}"), None))?;
     pg.connect_timeout(cfg.connect_timeout());
     pg.application_name("fletch");
     pg.options(format!("-c statement_timeout={}", cfg.statement_timeout_ms));

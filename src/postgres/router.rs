@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::connection::PgConnection;
-use super::messages::{ConnDown, ConnIdle, ConnReady, GetStatus, PgJob, PgSettings, PoolStatus, RouterLink, Run, Submit};
+use super::messages::{
+    ConnDown, ConnIdle, ConnReady, GetStatus, PgJob, PgSettings, PoolStatus, RouterLink, Run, Submit,
+};
 use crate::error::{QueryError, RetryAfter};
 use crate::metrics::Metrics;
 
@@ -133,7 +135,8 @@ impl Actor for PgRouter {
         for id in 0..self.size {
             let (settings, metrics, router) = (self.settings.clone(), self.metrics.clone(), link.clone());
             let arbiter = self.arbiters[id % threads].handle();
-            let addr = Supervisor::start_in_arbiter(&arbiter, move |_| PgConnection::new(id, settings, router, metrics));
+            let addr =
+                Supervisor::start_in_arbiter(&arbiter, move |_| PgConnection::new(id, settings, router, metrics));
             self.conns.push(Some(addr.recipient()));
         }
         ctx.run_interval(Duration::from_millis(50), |act, _| act.expire_waiting());

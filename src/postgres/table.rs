@@ -20,8 +20,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::{stream, StreamExt};
 
 use super::filters::{classify, conditions, projected_schema, PgColumn};
-use crate::postgres::params::PgParam;
 use crate::error::QueryError;
+use crate::postgres::params::PgParam;
 use crate::postgres::PgSource;
 
 /// The `logs` table of the postgres source.
@@ -62,7 +62,12 @@ impl PgTable {
     }
 
     /// The SQL and parameters of one scan (public for tests and EXPLAIN-style logging).
-    pub fn scan_sql(&self, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> (String, Vec<PgParam>) {
+    pub fn scan_sql(
+        &self,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> (String, Vec<PgParam>) {
         let picked: Vec<&PgColumn> = match projection {
             Some(p) => p.iter().filter_map(|i| self.columns.get(*i)).collect(),
             None => self.columns.iter().collect(),
@@ -73,7 +78,13 @@ impl PgTable {
         } else {
             picked
                 .iter()
-                .map(|c| if c.sql == super::filters::quote_ident(&c.name) { c.sql.clone() } else { format!("{} AS {}", c.sql, super::filters::quote_ident(&c.name)) })
+                .map(|c| {
+                    if c.sql == super::filters::quote_ident(&c.name) {
+                        c.sql.clone()
+                    } else {
+                        format!("{} AS {}", c.sql, super::filters::quote_ident(&c.name))
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -157,8 +168,12 @@ fn conform(schema: &SchemaRef, b: RecordBatch) -> Result<RecordBatch, QueryError
     }
     for (want, got) in schema.fields().iter().zip(b.schema().fields()) {
         if want.data_type() != got.data_type() {
-            let message =
-                format!("column `{}` has type {} in PostgreSQL, expected {}", want.name(), got.data_type(), want.data_type());
+            let message = format!(
+                "column `{}` has type {} in PostgreSQL, expected {}",
+                want.name(),
+                got.data_type(),
+                want.data_type()
+            );
             return Err(QueryError::store("postgres", message));
         }
     }

@@ -42,9 +42,11 @@ pub fn candidate(plan: &LogicalPlan) -> bool {
                 scans += 1;
                 only_pg &= s.table_name.schema() == Some(PG_SCHEMA);
             }
-            LogicalPlan::Aggregate(_) | LogicalPlan::Sort(_) | LogicalPlan::Join(_) | LogicalPlan::Distinct(_) | LogicalPlan::Window(_) => {
-                heavy = true
-            }
+            LogicalPlan::Aggregate(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Join(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Window(_) => heavy = true,
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
@@ -106,7 +108,11 @@ pub async fn run(pg: &PgSource, sql: String, want: SchemaRef) -> Result<Option<B
     };
     let have = first.schema();
     let fits = have.fields().len() == want.fields().len()
-        && have.fields().iter().zip(want.fields().iter()).all(|(h, w)| arrow::compute::can_cast_types(h.data_type(), w.data_type()));
+        && have
+            .fields()
+            .iter()
+            .zip(want.fields().iter())
+            .all(|(h, w)| arrow::compute::can_cast_types(h.data_type(), w.data_type()));
     if !fits {
         tracing::debug!(%sql, have = ?have, "postgres result does not fit the planned schema; DataFusion runs the query");
         return Ok(None);

@@ -208,11 +208,13 @@ impl Handler<Acquire> for Admission {
         }
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
-        self.lanes.get_mut(&key).expect("lane exists").queue.push_back(Waiter { tx, deadline: now + self.budget, enqueued: now });
+        self.lanes.get_mut(&key).expect("lane exists").queue.push_back(Waiter {
+            tx,
+            deadline: now + self.budget,
+            enqueued: now,
+        });
         self.publish_queue(key);
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(QueryError::internal("admission actor stopped")))
-        })
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(QueryError::internal("admission actor stopped"))) })
     }
 }
 

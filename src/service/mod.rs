@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use actix::Addr;
 
-pub use self::source::{CacheInfo, ServiceSettings, SourceService};
 use self::admission::Admission;
+pub use self::source::{CacheInfo, ServiceSettings, SourceService};
 use crate::auth::Auth;
 use crate::error::QueryError;
 use crate::metrics::Metrics;

@@ -44,7 +44,10 @@ impl PageRows {
     }
 
     /// The rows rendered by `render`, computed once per page.
-    pub fn rendered(&self, render: impl FnOnce(&[RecordBatch]) -> Result<bytes::Bytes, QueryError>) -> Result<bytes::Bytes, QueryError> {
+    pub fn rendered(
+        &self,
+        render: impl FnOnce(&[RecordBatch]) -> Result<bytes::Bytes, QueryError>,
+    ) -> Result<bytes::Bytes, QueryError> {
         if let Some(b) = self.json.get() {
             return Ok(b.clone());
         }
@@ -100,9 +103,13 @@ impl<V: Clone> Memo<V> {
     }
 }
 
-
 impl SourceService {
-    pub fn new(inner: Arc<dyn LogStore>, admission: Addr<Admission>, metrics: Arc<Metrics>, s: &ServiceSettings) -> Self {
+    pub fn new(
+        inner: Arc<dyn LogStore>,
+        admission: Addr<Admission>,
+        metrics: Arc<Metrics>,
+        s: &ServiceSettings,
+    ) -> Self {
         Self {
             source: inner.source(),
             inner,
@@ -169,7 +176,8 @@ impl SourceService {
         V: Clone + Send + Sync + 'static,
         F: Future<Output = Result<V, QueryError>> + Send + 'static,
     {
-        let (admission, metrics, budget, src) = (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
+        let (admission, metrics, budget, src) =
+            (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
         async move {
             let m = metrics.clone();
             let (result, joined) = memo
@@ -206,18 +214,26 @@ impl SourceService {
     pub async fn page(&self, q: &RowsQuery) -> Result<(Page, CacheInfo), QueryError> {
         let key = self.key("page", q).await;
         let (inner, q2, max_rows) = (self.inner.clone(), q.clone(), self.cache_max_rows);
-        self.shared(&self.pages, "page", Lane::Light, key, false, move |p: &Page| p.rows() <= max_rows, move || async move {
-            let mut s = inner.rows(&q2).await?;
-            let mut out = Vec::new();
-            while let Some(b) = s.next().await {
-                let b = b?;
-                // Keep the schema-carrying first batch, drop other empty ones.
-                if b.num_rows() > 0 || out.is_empty() {
-                    out.push(b);
+        self.shared(
+            &self.pages,
+            "page",
+            Lane::Light,
+            key,
+            false,
+            move |p: &Page| p.rows() <= max_rows,
+            move || async move {
+                let mut s = inner.rows(&q2).await?;
+                let mut out = Vec::new();
+                while let Some(b) = s.next().await {
+                    let b = b?;
+                    // Keep the schema-carrying first batch, drop other empty ones.
+                    if b.num_rows() > 0 || out.is_empty() {
+                        out.push(b);
+                    }
                 }
-            }
-            Ok(Arc::new(PageRows::new(out)))
-        })
+                Ok(Arc::new(PageRows::new(out)))
+            },
+        )
         .await
     }
 
@@ -227,16 +243,23 @@ impl SourceService {
         let permit = acquire(&self.admission, self.source, Lane::Export).await?;
         self.metrics.executions.with_labels(&[self.source.name(), "export"]).inc();
         let budget = self.query_timeout;
-        let rows = tokio::time::timeout(budget, self.inner.rows(q)).await.map_err(|_| QueryError::Timeout(budget))??;
+        let rows =
+            tokio::time::timeout(budget, self.inner.rows(q)).await.map_err(|_| QueryError::Timeout(budget))??;
         Ok(super::deadline::bounded(rows, budget, permit, self.metrics.clone()))
     }
 
     pub async fn aggregate_info(&self, q: &AggregateQuery) -> Result<(Groups, CacheInfo), QueryError> {
         let key = self.key("aggregate", q).await;
         let (inner, q2) = (self.inner.clone(), q.clone());
-        self.shared(&self.groups, "aggregate", Lane::Heavy, key, true, |_| true, move || async move {
-            Ok(Arc::new(inner.aggregate(&q2).await?))
-        })
+        self.shared(
+            &self.groups,
+            "aggregate",
+            Lane::Heavy,
+            key,
+            true,
+            |_| true,
+            move || async move { Ok(Arc::new(inner.aggregate(&q2).await?)) },
+        )
         .await
     }
 

@@ -36,7 +36,9 @@ impl Service {
     /// The result schema of a statement (planned, nothing run).
     pub async fn sql_schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
         let budget = self.query_timeout;
-        tokio::time::timeout(budget, self.engine()?.schema(sql, params)).await.map_err(|_| QueryError::Timeout(budget))?
+        tokio::time::timeout(budget, self.engine()?.schema(sql, params))
+            .await
+            .map_err(|_| QueryError::Timeout(budget))?
     }
 
     /// Result and parameter schemas of a statement with `$n` placeholders.

@@ -26,15 +26,15 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
 use futures::{stream, StreamExt};
 
 use crate::archive::table::ArchiveTable;
@@ -121,9 +121,7 @@ impl SqlEngine {
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let catalog = ctx
-            .catalog(CATALOG)
-            .ok_or_else(|| QueryError::internal("default catalog missing"))?;
+        let catalog = ctx.catalog(CATALOG).ok_or_else(|| QueryError::internal("default catalog missing"))?;
         let add = |schema: &str, table: Arc<dyn TableProvider>| -> Result<(), QueryError> {
             let provider = Arc::new(MemorySchemaProvider::new());
             provider.register_table("logs".into(), table).map_err(sql_error)?;
@@ -146,11 +144,7 @@ impl SqlEngine {
     /// The result schema of `sql` (planned on the executor, nothing is run).
     pub async fn schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
         let (ctx, sql) = (self.ctx.clone(), sql.to_string());
-        self.executor
-            .run(async move {
-                Ok(physical_plan(&ctx, &sql, params).await?.schema)
-            })
-            .await
+        self.executor.run(async move { Ok(physical_plan(&ctx, &sql, params).await?.schema) }).await
     }
 
     /// Result and parameter schemas of a statement that may contain `$n` placeholders.
@@ -170,7 +164,9 @@ impl SqlEngine {
                 params.sort_by_key(|(i, _)| *i);
                 let fields: Vec<Field> = params
                     .into_iter()
-                    .map(|(i, t)| Field::new(format!("${i}"), t.map(|t| wire::wire_type(&t)).unwrap_or(DataType::Null), true))
+                    .map(|(i, t)| {
+                        Field::new(format!("${i}"), t.map(|t| wire::wire_type(&t)).unwrap_or(DataType::Null), true)
+                    })
                     .collect();
                 Ok(Prepared { dataset_schema, parameter_schema: Arc::new(Schema::new(fields)) })
             })
@@ -279,11 +275,16 @@ async fn answer_from_rollups(
 }
 
 fn same_types(a: &Schema, b: &Schema) -> bool {
-    a.fields().len() == b.fields().len() && a.fields().iter().zip(b.fields()).all(|(x, y)| x.data_type() == y.data_type())
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.data_type() == y.data_type())
 }
 
 /// The whole query run by PostgreSQL, when it reads only PostgreSQL and is worth it.
-async fn push_to_postgres(pg: Option<&PgSource>, plan: &LogicalPlan, want: SchemaRef) -> Result<Option<BatchStream>, QueryError> {
+async fn push_to_postgres(
+    pg: Option<&PgSource>,
+    plan: &LogicalPlan,
+    want: SchemaRef,
+) -> Result<Option<BatchStream>, QueryError> {
     let Some(pg) = pg else { return Ok(None) };
     if !whole_query::candidate(plan) {
         return Ok(None);
@@ -323,14 +324,14 @@ fn sources_of(plan: &LogicalPlan) -> Result<Vec<Source>, QueryError> {
         Ok(TreeNodeRecursion::Continue)
     })
     .map_err(sql_error)?;
-    Ok([(seen.0, Source::Postgres), (seen.1, Source::Hdfs)].into_iter().filter(|(s, _)| *s).map(|(_, src)| src).collect())
+    Ok([(seen.0, Source::Postgres), (seen.1, Source::Hdfs)]
+        .into_iter()
+        .filter(|(s, _)| *s)
+        .map(|(_, src)| src)
+        .collect())
 }
 
-async fn physical_plan(
-    ctx: &SessionContext,
-    sql: &str,
-    params: Vec<ScalarValue>,
-) -> Result<Planned, QueryError> {
+async fn physical_plan(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>) -> Result<Planned, QueryError> {
     let mut df = logical(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
     if !expected.is_empty() || !params.is_empty() {
@@ -348,9 +349,9 @@ async fn physical_plan(
             .into_iter()
             .zip(wanted)
             .map(|(v, (i, t))| match t {
-                Some(t) if v.data_type() != t => v.cast_to(&t).map_err(|e| {
-                    QueryError::Sql(format!("parameter ${i}: cannot use {} as {t}: {e}", v.data_type()))
-                }),
+                Some(t) if v.data_type() != t => v
+                    .cast_to(&t)
+                    .map_err(|e| QueryError::Sql(format!("parameter ${i}: cannot use {} as {t}: {e}", v.data_type()))),
                 _ => Ok(v),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -407,9 +408,7 @@ pub fn sql_error(e: DataFusionError) -> QueryError {
         {
             QueryError::Sql(text)
         }
-        DataFusionError::ResourcesExhausted(_) => {
-            QueryError::overloaded("sql", text, RetryAfter::QueueFull)
-        }
+        DataFusionError::ResourcesExhausted(_) => QueryError::overloaded("sql", text, RetryAfter::QueueFull),
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
             QueryError::unavailable("hdfs", text, RetryAfter::Outage)
         }

@@ -21,16 +21,8 @@ pub fn in_ci() -> bool {
 
 /// Run `scripts/pg.sh` and return its stdout (the URL for `start`).
 pub fn pg_script(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/pg.sh"))
-        .args(args)
-        .output()
-        .expect("run scripts/pg.sh");
-    assert!(
-        out.status.success(),
-        "scripts/pg.sh {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg(repo().join("scripts/pg.sh")).args(args).output().expect("run scripts/pg.sh");
+    assert!(out.status.success(), "scripts/pg.sh {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -70,18 +62,14 @@ fn database_with_rows_blocking(name: &str, rows: u64) -> String {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+        let (client, conn) =
+            tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
         tokio::spawn(conn);
         client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
         client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
     });
-    let opts = fletch::load::LoadOptions {
-        pg_url: Some(url.clone()),
-        rows,
-        seed: 7,
-        progress: false,
-        ..Default::default()
-    };
+    let opts =
+        fletch::load::LoadOptions { pg_url: Some(url.clone()), rows, seed: 7, progress: false, ..Default::default() };
     let report = rt.block_on(fletch::load::run(opts)).expect("load sample rows");
     assert_eq!(report.pg_total, Some(rows as i64));
     url
@@ -132,7 +120,8 @@ fn boot_blocking(mut config: Config, flight: bool) -> TestServer {
             }
         })
     });
-    let (http, flight_addr, metrics) = rx.recv_timeout(Duration::from_secs(30)).expect("server start").expect("server start");
+    let (http, flight_addr, metrics) =
+        rx.recv_timeout(Duration::from_secs(30)).expect("server start").expect("server start");
     TestServer { http, flight_addr, metrics }
 }
 
@@ -167,7 +156,11 @@ pub fn hdfs_url() -> String {
     URL.get_or_init(|| match std::env::var("FLETCH_TEST_HDFS_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => {
-            let out = Command::new("bash").arg(repo().join("scripts/minidfs.sh")).arg("start").output().expect("run minidfs.sh");
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/minidfs.sh"))
+                .arg("start")
+                .output()
+                .expect("run minidfs.sh");
             assert!(out.status.success(), "scripts/minidfs.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         }
@@ -177,7 +170,11 @@ pub fn hdfs_url() -> String {
 
 /// Control MiniDFS (`datanodes/stop`, `datanodes/start`, ...).
 pub fn minidfs_ctl(path: &str) {
-    let out = Command::new("bash").arg(repo().join("scripts/minidfs.sh")).args(["ctl", path]).output().expect("run minidfs.sh");
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/minidfs.sh"))
+        .args(["ctl", path])
+        .output()
+        .expect("run minidfs.sh");
     assert!(out.status.success(), "minidfs.sh ctl {path} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -209,7 +206,8 @@ pub fn empty_database(name: &str) -> String {
     off_runtime(|| {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+            let (client, conn) =
+                tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
             tokio::spawn(conn);
             client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
             client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
