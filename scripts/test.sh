@@ -3,7 +3,9 @@
 #
 # Installs what is missing (Debian packages, Java/Maven pieces for MiniDFS, the Python
 # client venv), starts a private PostgreSQL and a MiniDFS HDFS, then runs:
+#   0. cargo fmt --check    formatting (rustfmt.toml)
 #   1. cargo test           Rust unit + integration tests against the real services
+#      cargo clippy         --all-targets -D warnings (lints in Cargo.toml)
 #   2. go test              the load generator's own tests
 #   3. Python client tests  pyarrow.flight, ADBC, Spark over JDBC (tests/python/run.sh)
 #   4. load smoke           every k6 scenario for a few seconds through tools/loadgen
@@ -26,6 +28,11 @@ step() { log "==== $* ($(date +%T))"; }
 step "setup"
 bash scripts/setup.sh all
 
+failed=()
+
+step "cargo fmt --check"
+cargo fmt --check || failed+=("cargo fmt --check")
+
 work="$(mktemp -d /tmp/fletch-test.XXXXXX)"
 server_pid=""
 cleanup() {
@@ -44,11 +51,12 @@ FLETCH_TEST_HDFS_URL="$(bash scripts/minidfs.sh start)"
 export FLETCH_TEST_PG_URL FLETCH_TEST_HDFS_URL
 log "PostgreSQL: $FLETCH_TEST_PG_URL   HDFS: $FLETCH_TEST_HDFS_URL"
 
-failed=()
-
 step "cargo test"
 cargo build --bins --tests
 cargo test --no-fail-fast || failed+=("cargo test")
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings || failed+=("cargo clippy")
 
 step "go test (tools/loadgen)"
 go -C tools/loadgen test ./... || failed+=("go test")

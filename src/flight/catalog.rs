@@ -56,7 +56,7 @@ pub fn sql_info_schema(info: &SqlInfoData) -> SchemaRef {
 }
 
 pub fn catalogs_schema(cmd: &CommandGetCatalogs) -> SchemaRef {
-    cmd.clone().into_builder().schema()
+    (*cmd).into_builder().schema()
 }
 
 pub fn catalogs_batch(engine: &SqlEngine, cmd: CommandGetCatalogs) -> Result<RecordBatch, Status> {
@@ -94,7 +94,7 @@ pub async fn tables_batch(engine: &SqlEngine, cmd: CommandGetTables) -> Result<R
 }
 
 pub fn table_types_schema(cmd: &CommandGetTableTypes) -> SchemaRef {
-    cmd.clone().into_builder().schema()
+    (*cmd).into_builder().schema()
 }
 
 pub fn table_types_batch(cmd: CommandGetTableTypes) -> Result<RecordBatch, Status> {

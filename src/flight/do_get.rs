@@ -144,7 +144,7 @@ fn frames(batches: Batches) -> Pin<Box<dyn Stream<Item = FrameResult> + Send>> {
     let head = stream::iter(head.finish().into_iter().map(data));
 
     struct State {
-        batches: Option<Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>>,
+        batches: Option<crate::stream::BatchStream>,
         encoder: StreamEncoder,
     }
     let state = State { batches: Some(Box::pin(batches.non_empty())), encoder };
