@@ -17,9 +17,9 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: layered configuration (defaults → TOML → `FLETCH_*` env → flags).
 //! - [`executor`]: the dedicated DataFusion runtime; results cross back over bounded channels.
-//! - [`coalesce`], [`count_cache`]: single-flight execution, a short-lived result cache,
-//!   and shared exact counts.
+//! - [`coalesce`]: single-flight execution and a short-lived result cache.
 //! - [`store`]: what every store implements ([`store::LogStore`]).
+//! - [`count_cache`]: exact counts shared by all requests and refreshed in the background.
 //! - [`auth`]: optional static bearer tokens.
 //! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
 //!
