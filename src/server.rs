@@ -42,6 +42,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The Arrow Flight / Flight SQL port, when `[flight] listen` is set.
     pub flight_addr: Option<SocketAddr>,
+    /// Stops Flight when the server is dropped.
+    _flight: Option<crate::flight::FlightServer>,
 }
 
 fn cores() -> usize {
@@ -75,7 +77,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         auth: Arc::new(Auth::new(&config.auth.tokens)),
         query_timeout: settings.query_timeout,
     }));
-    let flight_addr = start_flight(&config, &service)?;
+    let flight = start_flight(&config, &service)?;
+    let flight_addr = flight.as_ref().map(|f| f.addr);
     let state = web::Data::from(service);
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
     let server = HttpServer::new(move || {
@@ -101,11 +104,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http_addr = server.addrs()[0];
     let server = server.run();
     tracing::info!(%http_addr, "fletch HTTP listening");
-    Ok(Running { http_addr, server, metrics, flight_addr })
+    Ok(Running { http_addr, server, metrics, flight_addr, _flight: flight })
 }
 
 /// Arrow Flight / Flight SQL (see [`crate::flight`]) on `[flight] listen`, unless empty.
-fn start_flight(config: &Config, service: &Arc<Service>) -> Result<Option<SocketAddr>, StartError> {
+fn start_flight(config: &Config, service: &Arc<Service>) -> Result<Option<crate::flight::FlightServer>, StartError> {
     if config.flight.listen.is_empty() {
         return Ok(None);
     }

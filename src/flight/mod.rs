@@ -67,9 +67,16 @@ impl FletchFlight {
     }
 }
 
+/// A running Flight server. Dropping it stops accepting calls; calls under way finish,
+/// then its runtime thread ends.
+pub struct FlightServer {
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Bind `listen` now (so the address is known, port 0 works) and serve on a dedicated
-/// runtime thread until the process exits.
-pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result<SocketAddr, std::io::Error> {
+/// runtime thread until the returned [`FlightServer`] is dropped.
+pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result<FlightServer, std::io::Error> {
     let direct_do_get = config.direct_do_get;
     let auth = app.auth().clone();
     let service = FletchFlight::new(app).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -81,6 +88,7 @@ pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result
         .thread_name("fletch-grpc")
         .enable_all()
         .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new().name("fletch-grpc-main".into()).spawn(move || {
         runtime.block_on(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -94,11 +102,17 @@ pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result
             // Auth first, then `DoGet` framed by `do_get`, then tonic for everything else.
             let routed = do_get::DoGetRoute::new(server, service, direct_do_get);
             let svc = InterceptedService::new(routed, move |req| auth.grpc(req));
-            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
-                tracing::error!(error = %e, "Flight server stopped");
+            let server = tonic::transport::Server::builder().add_service(svc);
+            // Either a send or the sender's drop means stop.
+            let stop = async move {
+                let _ = stopped.await;
+            };
+            match server.serve_with_incoming_shutdown(incoming, stop).await {
+                Ok(()) => tracing::info!("Flight server stopped"),
+                Err(e) => tracing::error!(error = %e, "Flight server stopped"),
             }
         })
     })?;
     tracing::info!(%addr, "fletch Flight listening");
-    Ok(addr)
+    Ok(FlightServer { addr, _stop: stop })
 }
