@@ -79,7 +79,14 @@ async fn drive<F>(make: F, tx: mpsc::Sender<Result<RecordBatch, QueryError>>)
 where
     F: Future<Output = Result<BatchStream, QueryError>>,
 {
-    let mut inner = match make.await {
+    // Building the stream may itself wait long (a query PostgreSQL runs whole answers
+    // only when done): a consumer that leaves meanwhile drops it, which cancels it.
+    let made = tokio::select! {
+        biased;
+        _ = tx.closed() => return,
+        made = make => made,
+    };
+    let mut inner = match made {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Err(e)).await;

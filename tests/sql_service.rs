@@ -244,3 +244,36 @@ async fn a_prepared_statement_runs_on_another_process() {
     let count = batches.iter().find(|b| b.num_rows() > 0).unwrap().column(0).as_primitive::<Int64Type>().value(0);
     assert_eq!(count, sql_i64(&e.pg_url, "SELECT count(*) FROM logs WHERE level = 'ERROR'").await);
 }
+
+/// Statements PostgreSQL runs whole for this test's `JOIN`, other than the probe itself.
+async fn active_joins(pg_url: &str) -> i64 {
+    sql_i64(
+        pg_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query ILIKE '%join%' \
+         AND query NOT ILIKE '%pg_stat_activity%'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn pushed_down_sql_is_cancelled_when_the_client_leaves() {
+    let e = env();
+    let addr = e.tight.flight();
+    // PostgreSQL computes this whole before its one row: nothing is read meanwhile.
+    let sql = "SELECT count(*) FROM postgres.logs a JOIN postgres.logs b ON a.level = b.level";
+    let client = tokio::spawn(async move { flight_sql_status(addr, sql).await });
+    let seen = Instant::now();
+    while active_joins(&e.pg_url).await == 0 {
+        assert!(seen.elapsed() < Duration::from_secs(10), "the join never reached PostgreSQL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancels = metric(&e.tight, "fletch_pg_cancels_total").await;
+    client.abort();
+    let left = Instant::now();
+    while active_joins(&e.pg_url).await > 0 {
+        assert!(left.elapsed() < Duration::from_secs(3), "PostgreSQL still runs the join after the client left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("client gone → PostgreSQL query ended in {:?}", left.elapsed());
+    assert!(metric(&e.tight, "fletch_pg_cancels_total").await > cancels);
+}

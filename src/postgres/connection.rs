@@ -184,19 +184,22 @@ async fn run_job(
     // An aggregate or join sends its first row only when it is done: watch for the client
     // leaving while PostgreSQL computes, not only between rows.
     let started_query = client.query_raw(&stmt, job.params.iter().map(|p| p as &dyn ToSql));
-    let rows = tokio::select! {
+    futures::pin_mut!(started_query);
+    let first = tokio::select! {
         biased;
-        _ = job.tx.closed() => {
-            send_cancel(&cancel, &metrics, started).await;
+        r = &mut started_query => Some(r),
+        _ = job.tx.closed() => None,
+    };
+    let rows = match first {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            let _ = job.tx.send(Err(map_pg_error(&e))).await;
             return (newly_prepared, client.is_closed());
         }
-        r = started_query => match r {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = job.tx.send(Err(map_pg_error(&e))).await;
-                return (newly_prepared, client.is_closed());
-            }
-        },
+        None => {
+            cancel_until_done(&cancel, &metrics, started, started_query).await;
+            return (newly_prepared, client.is_closed());
+        }
     };
     futures::pin_mut!(rows);
     let mut builder = BatchBuilder::new(schema, stmt.columns(), batch_rows);
@@ -251,4 +254,23 @@ async fn send_cancel(cancel: &tokio_postgres::CancelToken, metrics: &Metrics, st
     if let Err(e) = cancel.cancel_query(NoTls).await {
         tracing::warn!(error = %e, "postgres cancel request failed");
     }
+}
+
+/// Cancel a query that has not answered yet, and wait for it to end. PostgreSQL forgets a
+/// cancel request that arrives between the messages of one query (while it parses or
+/// binds), so the request is repeated until the query answers.
+async fn cancel_until_done<F: std::future::Future + Unpin>(
+    cancel: &tokio_postgres::CancelToken,
+    metrics: &Metrics,
+    started: Instant,
+    mut query: F,
+) {
+    const ATTEMPTS: u32 = 100;
+    for _ in 0..ATTEMPTS {
+        send_cancel(cancel, metrics, started).await;
+        if tokio::time::timeout(Duration::from_millis(100), &mut query).await.is_ok() {
+            return;
+        }
+    }
+    tracing::warn!(elapsed = ?started.elapsed(), "postgres query still running after {ATTEMPTS} cancel requests");
 }
