@@ -16,6 +16,9 @@
 #                                         decoding the archive alone, moving its bytes over
 #                                         loopback TCP alone, then do_get with pyarrow and with
 #                                         a Rust client (rows/s, fletch and client CPU-seconds)
+#   scripts/bench.sh slow-readers N [SECONDS]  N exports read at 16 KB/s at once (half
+#                                         postgres, half hdfs; export_permits raised to admit
+#                                         them all): fletch peak RSS
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -209,6 +212,17 @@ cmd_flight_floor() {
     log "fletch peak RSS: $(peak_rss_mb "$pid") MB"
 }
 
+cmd_slow_readers() {
+    local n="${1:?readers}" secs="${2:-30}"
+    # A fresh process per run, so its VmHWM is this run's peak.
+    cmd_serve --set "admission.export_permits=$n"
+    local pid
+    pid="$(cat "$BENCH_DIR/server.pid")"
+    log "fletch RSS before: $(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status") MB"
+    python3 scripts/bench_slow_readers.py "$BASE" "$pid" "$n" "$secs"
+    cmd_serve
+}
+
 cmd_stop() {
     cmd_stop_server
     bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
@@ -218,5 +232,6 @@ case "${1:-}" in
     data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
     flight-ab) shift; cmd_flight_ab "$@" ;;
     flight-floor) shift; cmd_flight_floor "$@" ;;
-    *) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    slow-readers) shift; cmd_slow_readers "$@" ;;
+    *) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -11,9 +11,10 @@ use actix::prelude::*;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -150,7 +151,10 @@ async fn scan(
 #[allow(deprecated)]
 async fn footer_stats(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<FileInfo, String> {
     let mut reader = ParquetObjectReader::new(store, meta.location.clone()).with_file_size(meta.size);
-    let md = reader.get_metadata(None).await.map_err(|e| e.to_string())?;
+    // The offset index lets a sorted export read a row group in slices, fetching only the
+    // pages each slice needs (see `sorted_export`).
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let md = reader.get_metadata(Some(&options)).await.map_err(|e| e.to_string())?;
     let ts_idx = md
         .file_metadata()
         .schema_descr()

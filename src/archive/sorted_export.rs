@@ -3,10 +3,12 @@
 //! When every file declares (Parquet `sorting_columns`) that its row groups are sorted by
 //! `timestamp` ascending, and no two row groups overlap in time, a whole export in time
 //! order is just the row groups one after another: as stored for ascending order, each
-//! row group reversed for descending. Files written by `fletch load` qualify. Two row
-//! groups are decoded at once on the query runtime while the output keeps its order, so
-//! memory stays at a few row groups whatever the export size, and the scan runs at the
-//! speed of the Parquet decoder. Other archives use the time-sliced sort in `parquet.rs`.
+//! row group reversed for descending. Files written by `fletch load` qualify. Row groups
+//! are read in slices of [`SLICE_ROWS`] rows (only the pages a slice needs, through the
+//! offset index), last slice first for descending order; two slices are decoded at once
+//! on the query runtime while the output keeps its order. So a stream holds a few slices
+//! whatever the export size — a slow reader costs a few megabytes, not row groups — and
+//! the scan runs at the speed of the Parquet decoder. Other archives use the time-sliced sort in `parquet.rs`.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::ObjectStore;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 
@@ -33,8 +35,10 @@ use crate::stream::BatchStream;
 /// A row predicate compiled once per export.
 type Predicate = Arc<dyn PhysicalExpr>;
 
-/// Row groups decoded ahead of the one being sent.
+/// Slices decoded ahead of the one being sent.
 const READ_AHEAD: usize = 2;
+/// Rows of a row group decoded at once (and held, reversed, for descending order).
+pub const SLICE_ROWS: u64 = 16 * 1024;
 /// Rows per batch handed to encoders.
 const BATCH_ROWS: usize = 8192;
 
@@ -99,11 +103,23 @@ pub fn stream(
         }
         None => None,
     };
-    let reads = stream::iter(units)
-        .map(move |u| {
+    let slices: Vec<(Unit, u64, u64)> = units
+        .into_iter()
+        .flat_map(|u| {
+            let rows = files[u.file].row_groups.get(u.row_group).map_or(0, |g| g.rows);
+            let mut starts: Vec<u64> = (0..rows).step_by(SLICE_ROWS as usize).collect();
+            if dir == OrderDir::Desc {
+                starts.reverse();
+            }
+            starts.into_iter().map(move |start| (u, start, SLICE_ROWS.min(rows - start)))
+        })
+        .collect();
+    let reads = stream::iter(slices)
+        .map(move |(u, start, len)| {
             let (store, file, predicate, executor) =
                 (store.clone(), files[u.file].clone(), predicate.clone(), executor.clone());
-            async move { executor.run(read_row_group(store, file, u.row_group, predicate, dir)).await }
+            let slice = RowSlice { row_group: u.row_group, start, len };
+            async move { executor.run(read_slice(store, file, slice, predicate, dir)).await }
         })
         .buffered(READ_AHEAD)
         .map_ok(|batches| stream::iter(batches.into_iter().map(Ok)))
@@ -112,11 +128,18 @@ pub fn stream(
     Ok(Box::pin(first.chain(reads)))
 }
 
-/// One row group in batches, filtered, reversed for descending order.
-async fn read_row_group(
+/// Rows `start..start + len` of one row group.
+struct RowSlice {
+    row_group: usize,
+    start: u64,
+    len: u64,
+}
+
+/// One slice of a row group in batches, filtered, reversed for descending order.
+async fn read_slice(
     store: Arc<dyn ObjectStore>,
     file: FileInfo,
-    row_group: usize,
+    slice: RowSlice,
     predicate: Option<Predicate>,
     dir: OrderDir,
 ) -> Result<Vec<RecordBatch>, QueryError> {
@@ -125,7 +148,11 @@ async fn read_row_group(
     #[allow(deprecated)]
     let reader = ParquetObjectReader::new(store, file.meta.location.clone()).with_file_size(file.meta.size);
     let mut rows = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-        .with_row_groups(vec![row_group])
+        .with_row_groups(vec![slice.row_group])
+        .with_row_selection(RowSelection::from(vec![
+            RowSelector::skip(slice.start as usize),
+            RowSelector::select(slice.len as usize),
+        ]))
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(map_parquet_error)?;
