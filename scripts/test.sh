@@ -8,6 +8,8 @@
 #      cargo clippy         --all-targets -D warnings (lints in Cargo.toml)
 #   2. go test              the load generator's own tests
 #   3. Python client tests  pyarrow.flight, ADBC, Spark over JDBC (tests/python/run.sh)
+#      fuzz suite           ~5,000 hostile requests over HTTP, Flight and Flight SQL
+#                           (tests/fuzz/run.sh; fixed seed + a fresh one it prints)
 #   4. load smoke           every k6 scenario for a few seconds through tools/loadgen
 # Everything it starts is stopped on exit. Build output is cached outside the clone
 # (CARGO_TARGET_DIR, default /var/cache/fletch-target).
@@ -67,6 +69,9 @@ if [[ -f tests/python/run.sh ]]; then
 else
     failed+=("python client tests (tests/python/run.sh missing)")
 fi
+
+step "fuzz suite"
+FLETCH_BIN="$CARGO_TARGET_DIR/debug/fletch" bash tests/fuzz/run.sh || failed+=("fuzz suite")
 
 step "load smoke (tools/loadgen --smoke)"
 go -C tools/loadgen build -o "$work/loadgen" .

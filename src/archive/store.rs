@@ -68,7 +68,7 @@ pub fn map_df_error(e: DataFusionError) -> QueryError {
 /// A read failure from the Parquet reader: the store not answering is a 503, a damaged
 /// file a store error.
 pub fn map_parquet_error(e: ParquetError) -> QueryError {
-    let down = matches!(&e, ParquetError::External(_)) || store_not_answering(&e);
+    let down = store_not_answering(&e);
     let cause: Cause = Arc::new(e);
     if down {
         QueryError::unavailable("hdfs", format!("the Parquet store did not answer: {cause}"), RetryAfter::Outage)
@@ -79,7 +79,7 @@ pub fn map_parquet_error(e: ParquetError) -> QueryError {
 }
 
 /// Whether anywhere in the error's chain the object store, HDFS or the network failed.
-fn store_not_answering(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn store_not_answering(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<object_store::Error>() || err.is::<hdfs_native::HdfsError>() || err.is::<std::io::Error>() {

@@ -3,7 +3,9 @@
 //! times, a 12,000-term `OR` chain) would exhaust a thread's stack and abort the process.
 //! The parser does not stop these: chains of one operator are parsed in a loop, not by
 //! recursion, and only the later passes recurse. What the parser does recurse on —
-//! parentheses, nested subqueries — its own recursion limit (50) already refuses.
+//! parentheses, `CASE`, prefix operators, subqueries — is capped before parsing, below its
+//! own recursion limit (50): near that limit some forms (`CAST(` or `NOT (` nested 48
+//! deep) make it backtrack exponentially and spin for minutes.
 //!
 //! The executor's threads have stacks sized for [`MAX_EXPR_DEPTH`] with a wide margin (see
 //! [`crate::executor::STACK_BYTES`]); the fuzz suite and `tests/sql_limits.rs` probe both
@@ -13,6 +15,9 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::QueryError;
 
@@ -21,6 +26,9 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// Deepest expression nesting accepted (`a OR b OR c` is 3 deep: the parser nests
 /// left-associative chains).
 pub const MAX_EXPR_DEPTH: usize = 256;
+/// Deepest nesting of parentheses and `CASE`, and longest run of prefix operators
+/// (`NOT NOT …`, `- - …`), counted on the tokens before parsing.
+pub const MAX_NESTING: usize = 32;
 
 pub fn check_text(sql: &str) -> Result<(), QueryError> {
     if sql.trim().is_empty() {
@@ -28,6 +36,34 @@ pub fn check_text(sql: &str) -> Result<(), QueryError> {
     }
     if sql.len() > MAX_SQL_BYTES {
         let message = format!("is {} bytes long; the limit is {MAX_SQL_BYTES} bytes", sql.len());
+        return Err(QueryError::invalid("sql", message, None));
+    }
+    check_nesting(sql)
+}
+
+/// Nesting counted on the token stream (linear, whatever the text).
+fn check_nesting(sql: &str) -> Result<(), QueryError> {
+    // Text that does not tokenize is left to the parser, which reports it properly.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let (mut depth, mut deepest, mut run, mut longest_run) = (0usize, 0usize, 0usize, 0usize);
+    for token in tokens {
+        match &token {
+            Token::Whitespace(_) => continue,
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w) if w.keyword == Keyword::CASE => depth += 1,
+            Token::Word(w) if w.keyword == Keyword::END => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+        let prefix = matches!(&token, Token::Minus | Token::Plus | Token::Tilde | Token::ExclamationMark)
+            || matches!(&token, Token::Word(w) if w.keyword == Keyword::NOT);
+        run = if prefix { run + 1 } else { 0 };
+        longest_run = longest_run.max(run);
+    }
+    if deepest > MAX_NESTING || longest_run > MAX_NESTING {
+        let message =
+            format!("parentheses, CASE or prefix operators (NOT, -) are nested more than {MAX_NESTING} levels deep");
         return Err(QueryError::invalid("sql", message, None));
     }
     Ok(())
@@ -116,6 +152,24 @@ mod tests {
             sql = format!("SELECT * FROM ({sql}) t");
         }
         assert!(DFParser::parse_sql(&sql).is_err());
+    }
+
+    #[test]
+    fn nesting_near_the_parser_limit_is_refused_before_parsing() {
+        let nested = |open: &str, inner: &str, close: &str, n: usize| {
+            format!("SELECT {}{inner}{}", open.repeat(n), close.repeat(n))
+        };
+        assert!(check_text(&nested("CAST(", "1", " AS BIGINT)", 32)).is_ok());
+        for sql in [
+            nested("CAST(", "1", " AS BIGINT)", 48),
+            nested("NOT (", "TRUE", ")", 47),
+            nested("CASE WHEN TRUE THEN ", "1", " END", 40),
+            format!("SELECT {}1", "- ".repeat(40)),
+            format!("SELECT {}TRUE", "NOT ".repeat(40)),
+        ] {
+            let e = check_text(&sql).unwrap_err();
+            assert!(e.to_string().contains("nested more than 32"), "{sql}: {e}");
+        }
     }
 
     #[test]

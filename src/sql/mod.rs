@@ -157,7 +157,7 @@ impl SqlEngine {
                 let mut params: Vec<(usize, Option<DataType>)> = df
                     .logical_plan()
                     .get_parameter_types()
-                    .map_err(sql_error)?
+                    .map_err(plan_error)?
                     .into_iter()
                     .map(|(id, t)| placeholder_index(&id).map(|i| (i, t)))
                     .collect::<Result<_, _>>()?;
@@ -303,11 +303,11 @@ async fn logical(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryErro
     limits::check_text(sql)?;
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
+    let statement = state.sql_to_statement(sql, &dialect).map_err(plan_error)?;
     limits::check_statement(&statement)?;
-    let plan = state.statement_to_plan(statement).await.map_err(sql_error)?;
-    read_only().verify_plan(&plan).map_err(sql_error)?;
-    ctx.execute_logical_plan(plan).await.map_err(sql_error)
+    let plan = state.statement_to_plan(statement).await.map_err(plan_error)?;
+    read_only().verify_plan(&plan).map_err(plan_error)?;
+    ctx.execute_logical_plan(plan).await.map_err(plan_error)
 }
 
 /// The sources a plan scans, in a fixed order (postgres, hdfs).
@@ -333,7 +333,7 @@ fn sources_of(plan: &LogicalPlan) -> Result<Vec<Source>, QueryError> {
 
 async fn physical_plan(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>) -> Result<Planned, QueryError> {
     let mut df = logical(ctx, sql).await?;
-    let expected = df.logical_plan().get_parameter_types().map_err(sql_error)?;
+    let expected = df.logical_plan().get_parameter_types().map_err(plan_error)?;
     if !expected.is_empty() || !params.is_empty() {
         let mut wanted: Vec<(usize, Option<DataType>)> =
             expected.into_iter().map(|(id, t)| placeholder_index(&id).map(|i| (i, t))).collect::<Result<_, _>>()?;
@@ -355,12 +355,12 @@ async fn physical_plan(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>
                 _ => Ok(v),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        df = df.with_param_values(values).map_err(sql_error)?;
+        df = df.with_param_values(values).map_err(plan_error)?;
     }
     let sources = sources_of(df.logical_plan())?;
     let logical = df.logical_plan().clone();
     let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await.map_err(sql_error)?;
+    let plan = df.create_physical_plan().await.map_err(plan_error)?;
     let schema = wire::wire_schema(&plan.schema());
     Ok(Planned { plan, task, logical, sources, schema })
 }
@@ -373,46 +373,70 @@ fn placeholder_index(id: &str) -> Result<usize, QueryError> {
         .ok_or_else(|| QueryError::Sql(format!("unsupported placeholder `{id}`: use $1, $2, …")))
 }
 
-/// Engine errors → what clients are told. A [`QueryError`] raised inside a table provider
-/// (PostgreSQL overloaded or down, …) keeps its meaning; mistakes in the query are 400.
+/// Engine errors met while running → what clients are told. A [`QueryError`] raised inside
+/// a table provider (PostgreSQL overloaded or down, …) keeps its meaning; a store that does
+/// not answer is a 503; what the user's SQL and values cause — even at run time, even
+/// wrapped by the Parquet reader (`1/0`, a failed cast, a bad regex, a scalar subquery
+/// with two rows) — is a 400; anything else is fletch's or a store's fault.
 pub fn sql_error(e: DataFusionError) -> QueryError {
+    classify(e, false)
+}
+
+/// [`sql_error`] for planning: a statement that cannot be planned is the statement's
+/// fault, whatever DataFusion calls the error (type coercion reports `Internal`).
+pub fn plan_error(e: DataFusionError) -> QueryError {
+    classify(e, true)
+}
+
+fn classify(e: DataFusionError, planning: bool) -> QueryError {
+    let text = e.strip_backtrace();
+    let mut user_values = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = cur {
         if let Some(q) = err.downcast_ref::<QueryError>() {
             return q.clone();
         }
-        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>() {
-            cur = Some(inner.as_ref());
-            continue;
+        if let Some(a) = err.downcast_ref::<arrow::error::ArrowError>() {
+            user_values |= matches!(
+                a,
+                arrow::error::ArrowError::CastError(_)
+                    | arrow::error::ArrowError::DivideByZero
+                    | arrow::error::ArrowError::ArithmeticOverflow(_)
+                    | arrow::error::ArrowError::InvalidArgumentError(_)
+                    | arrow::error::ArrowError::ComputeError(_)
+                    | arrow::error::ArrowError::ParseError(_)
+            );
         }
-        cur = err.source();
+        user_values |= err.is::<regex::Error>();
+        cur = match err.downcast_ref::<DataFusionError>() {
+            Some(DataFusionError::Shared(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::External(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::ArrowError(inner, _)) => Some(inner.as_ref()),
+            Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref()),
+            _ => match err.downcast_ref::<parquet::errors::ParquetError>() {
+                Some(parquet::errors::ParquetError::External(inner)) => Some(inner.as_ref()),
+                _ => err.source(),
+            },
+        };
     }
-    let text = e.strip_backtrace();
+    if crate::archive::store::store_not_answering(&e) {
+        return QueryError::unavailable("hdfs", text, RetryAfter::Outage).with_cause(Arc::new(e));
+    }
+    if user_values {
+        return QueryError::Sql(text);
+    }
     match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => QueryError::overloaded("sql", text, RetryAfter::QueueFull),
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
         | DataFusionError::Configuration(_)
         | DataFusionError::Diagnostic(..)
-        | DataFusionError::Collection(_) => QueryError::Sql(text),
-        // Casts and arithmetic on the user's values fail at run time: still the query's fault.
-        DataFusionError::ArrowError(a, _)
-            if matches!(
-                a.as_ref(),
-                arrow::error::ArrowError::CastError(_)
-                    | arrow::error::ArrowError::DivideByZero
-                    | arrow::error::ArrowError::ArithmeticOverflow(_)
-                    | arrow::error::ArrowError::InvalidArgumentError(_)
-            ) =>
-        {
-            QueryError::Sql(text)
-        }
-        DataFusionError::ResourcesExhausted(_) => QueryError::overloaded("sql", text, RetryAfter::QueueFull),
-        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-            QueryError::unavailable("hdfs", text, RetryAfter::Outage)
-        }
-        _ => QueryError::internal(text),
+        | DataFusionError::Collection(_)
+        | DataFusionError::Execution(_) => QueryError::Sql(text),
+        _ if planning => QueryError::Sql(text),
+        _ => QueryError::internal(text).with_cause(Arc::new(e)),
     }
 }
 
