@@ -44,6 +44,11 @@ impl DedicatedExecutor {
         Ok(Self { handle, _shutdown: tx })
     }
 
+    /// Run a background task (a server) on the dedicated runtime.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(task);
+    }
+
     /// Run a future on the dedicated runtime and wait for its result from anywhere.
     pub async fn run<T, F>(&self, f: F) -> Result<T, QueryError>
     where

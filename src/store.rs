@@ -36,6 +36,35 @@ pub struct CountAnswer {
     pub age: Option<Duration>,
 }
 
+/// The source-specific fields of `/stats` (and of the Flight `stats` ticket's row).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StoreStats {
+    /// Rows of `logs` (`null` when not known).
+    pub logs_count: Option<i64>,
+    /// Rows of the `events` table (postgres; 0 when it does not exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_count: Option<i64>,
+    /// Age of the shared exact count behind `logs_count` (postgres).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_age_ms: Option<i64>,
+    /// Parquet files in the archive (hdfs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
+}
+
+impl StoreStats {
+    /// An integer field by its JSON name (Flight builds its row from these).
+    pub fn field(&self, name: &str) -> Option<i64> {
+        match name {
+            "logs_count" => self.logs_count,
+            "events_count" => self.events_count,
+            "count_age_ms" => self.count_age_ms,
+            "files" => self.files,
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     pub ready: bool,
@@ -51,7 +80,7 @@ pub trait LogStore: Send + Sync {
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError>;
     async fn count(&self, filters: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError>;
     /// Source-specific fields of the `/stats` response.
-    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError>;
+    async fn stats(&self) -> Result<StoreStats, QueryError>;
     async fn readiness(&self) -> Readiness;
     /// Changes whenever cached answers of this store become stale for reasons other than
     /// time (for Parquet: the file listing changed).

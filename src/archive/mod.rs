@@ -50,7 +50,7 @@ use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
 use crate::query::{AggregateQuery, CountMode, Filters, OrderBy, OrderDir, RowsQuery, Source};
 use crate::schema::logs_schema;
-use crate::store::{CountAnswer, CountKind, LogStore, Readiness};
+use crate::store::{CountAnswer, CountKind, LogStore, Readiness, StoreStats};
 use crate::stream::BatchStream;
 
 /// Rows a slice should cover when streaming an export (about one row group).
@@ -582,12 +582,13 @@ impl LogStore for Archive {
             .await
     }
 
-    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError> {
+    async fn stats(&self) -> Result<StoreStats, QueryError> {
         let snap = self.snapshot().await?;
-        let mut m = serde_json::Map::new();
-        m.insert("logs_count".into(), snap.total_rows().into());
-        m.insert("files".into(), snap.files.len().into());
-        Ok(m)
+        Ok(StoreStats {
+            logs_count: Some(snap.total_rows() as i64),
+            files: Some(snap.files.len() as i64),
+            ..StoreStats::default()
+        })
     }
 
     async fn cache_epoch(&self) -> u64 {

@@ -32,6 +32,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::config::FlightConfig;
 use crate::error::QueryError;
+use crate::executor::DedicatedExecutor;
 use crate::query::Source;
 use crate::service::{Service, SourceService};
 
@@ -83,36 +84,34 @@ pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result
     let listener = std::net::TcpListener::bind(&config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("fletch-grpc")
-        .enable_all()
-        .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new().name("fletch-grpc-main".into()).spawn(move || {
-        runtime.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => return tracing::error!(error = %e, "Flight listener"),
-            };
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = FlightServiceServer::new(service.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            // Auth first, then `DoGet` framed by `do_get`, then tonic for everything else.
-            let routed = do_get::DoGetRoute::new(server, service, direct_do_get);
-            let svc = InterceptedService::new(routed, move |req| auth.grpc(req));
-            let server = tonic::transport::Server::builder().add_service(svc);
-            // Either a send or the sender's drop means stop.
-            let stop = async move {
-                let _ = stopped.await;
-            };
-            match server.serve_with_incoming_shutdown(incoming, stop).await {
-                Ok(()) => tracing::info!("Flight server stopped"),
-                Err(e) => tracing::error!(error = %e, "Flight server stopped"),
-            }
-        })
-    })?;
+    // gRPC gets its own runtime, so it never competes with the actix workers; the task
+    // owns it and ends it once the server has stopped.
+    let runtime = Arc::new(DedicatedExecutor::new("fletch-grpc", threads)?);
+    let owner = runtime.clone();
+    runtime.spawn(async move {
+        let _runtime = owner;
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "Flight listener"),
+        };
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = FlightServiceServer::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Auth first, then `DoGet` framed by `do_get`, then tonic for everything else.
+        let routed = do_get::DoGetRoute::new(server, service, direct_do_get);
+        let svc = InterceptedService::new(routed, move |req| auth.grpc(req));
+        let server = tonic::transport::Server::builder().add_service(svc);
+        // Either a send or the sender's drop means stop.
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        match server.serve_with_incoming_shutdown(incoming, stop).await {
+            Ok(()) => tracing::info!("Flight server stopped"),
+            Err(e) => tracing::error!(error = %e, "Flight server stopped"),
+        }
+    });
     tracing::info!(%addr, "fletch Flight listening");
     Ok(FlightServer { addr, _stop: stop })
 }

@@ -164,13 +164,10 @@ pub fn aggregate_batch(groups: Vec<(String, i64)>) -> Result<RecordBatch, QueryE
     )?)
 }
 
-pub fn stats_batch(
-    source: Source,
-    stats: &serde_json::Map<String, serde_json::Value>,
-) -> Result<RecordBatch, QueryError> {
+pub fn stats_batch(source: Source, stats: &crate::store::StoreStats) -> Result<RecordBatch, QueryError> {
     let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![source.response_name()]))];
     for f in stats_fields(source) {
-        cols.push(Arc::new(Int64Array::from(vec![stats.get(*f).and_then(|v| v.as_i64())])));
+        cols.push(Arc::new(Int64Array::from(vec![stats.field(f)])));
     }
     Ok(RecordBatch::try_new(stats_schema(source), cols)?)
 }

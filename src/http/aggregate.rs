@@ -45,7 +45,11 @@ pub async fn stats(
     let source = Source::parse(&path)?;
     check_params(&query_params(&req), &[])?;
     let store = state.source(source)?;
-    let (mut body, info) = store.stats_info().await?;
+    let (stats, info) = store.stats_info().await?;
+    let mut body = match serde_json::to_value(&stats) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(QueryError::internal("stats did not serialize to an object").into()),
+    };
     add_cache_info(&mut body, info);
     body.insert("source".into(), source.response_name().into());
     body.insert("query_time_ms".into(), elapsed_ms(started).into());

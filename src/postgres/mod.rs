@@ -35,7 +35,7 @@ use self::router::PgRouter;
 use crate::count_cache::CountCache;
 use crate::error::QueryError;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
-use crate::store::{CountAnswer, CountKind, LogStore, Readiness};
+use crate::store::{CountAnswer, CountKind, LogStore, Readiness, StoreStats};
 use crate::stream::{receiver_stream, BatchStream};
 
 /// Columns of `logs` in the order every source returns them.
@@ -221,7 +221,7 @@ impl LogStore for PgSource {
         }
     }
 
-    async fn stats(&self) -> Result<serde_json::Map<String, serde_json::Value>, QueryError> {
+    async fn stats(&self) -> Result<StoreStats, QueryError> {
         let logs = {
             let key = Filters::default().key();
             let job = self.exact_count_job(&Filters::default());
@@ -247,11 +247,12 @@ impl LogStore for PgSource {
         } else {
             0
         };
-        let mut m = serde_json::Map::new();
-        m.insert("logs_count".into(), logs.value.into());
-        m.insert("events_count".into(), events.into());
-        m.insert("count_age_ms".into(), logs.age.map(|a| a.as_millis() as u64).into());
-        Ok(m)
+        Ok(StoreStats {
+            logs_count: logs.value,
+            events_count: Some(events),
+            count_age_ms: logs.age.map(|a| a.as_millis() as i64),
+            files: None,
+        })
     }
 
     async fn readiness(&self) -> Readiness {

@@ -17,7 +17,7 @@ use crate::coalesce::{SingleFlight, TtlCache};
 use crate::error::QueryError;
 use crate::metrics::Metrics;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source, MAX_PAGE_LIMIT};
-use crate::store::{CountAnswer, LogStore, Readiness};
+use crate::store::{CountAnswer, LogStore, Readiness, StoreStats};
 use crate::stream::BatchStream;
 
 /// Where an answer came from.
@@ -66,7 +66,7 @@ impl std::ops::Deref for PageRows {
 
 pub type Page = Arc<PageRows>;
 pub type Groups = Arc<Vec<(String, i64)>>;
-pub type Stats = serde_json::Map<String, serde_json::Value>;
+pub type Stats = StoreStats;
 
 pub struct ServiceSettings {
     pub query_timeout: Duration,
