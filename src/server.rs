@@ -90,10 +90,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
     // Streamed bodies go out in several writes; without TCP_NODELAY, Nagle's algorithm and
     // the client's delayed ACK add ~40 ms to every response.
-    .on_connect(|conn, _ext| {
+    .on_connect(|conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = tcp.set_nodelay(true);
         }
+        http::peer::remember(conn, ext);
     })
     .workers(workers)
     .backlog(4096)

@@ -255,13 +255,9 @@ async fn active_joins(pg_url: &str) -> i64 {
     .await
 }
 
-#[tokio::test]
-async fn pushed_down_sql_is_cancelled_when_the_client_leaves() {
-    let e = env();
-    let addr = e.tight.flight();
-    // PostgreSQL computes this whole before its one row: nothing is read meanwhile.
-    let sql = "SELECT count(*) FROM postgres.logs a JOIN postgres.logs b ON a.level = b.level";
-    let client = tokio::spawn(async move { flight_sql_status(addr, sql).await });
+/// Starts `client`, waits until PostgreSQL runs the join, aborts the client and returns how
+/// long PostgreSQL went on running it.
+async fn join_runs_on_after_client_leaves(e: &Env, client: tokio::task::JoinHandle<()>) -> Duration {
     let seen = Instant::now();
     while active_joins(&e.pg_url).await == 0 {
         assert!(seen.elapsed() < Duration::from_secs(10), "the join never reached PostgreSQL");
@@ -274,6 +270,28 @@ async fn pushed_down_sql_is_cancelled_when_the_client_leaves() {
         assert!(left.elapsed() < Duration::from_secs(3), "PostgreSQL still runs the join after the client left");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    eprintln!("client gone → PostgreSQL query ended in {:?}", left.elapsed());
     assert!(metric(&e.tight, "fletch_pg_cancels_total").await > cancels);
+    left.elapsed()
+}
+
+/// PostgreSQL computes this whole before its one row: nothing is read meanwhile.
+const POSTGRES_JOIN: &str = "SELECT count(*) FROM postgres.logs a JOIN postgres.logs b ON a.level = b.level";
+
+#[tokio::test]
+async fn pushed_down_sql_is_cancelled_when_the_client_leaves() {
+    let e = env();
+    let addr = e.tight.flight();
+    let flight = tokio::spawn(async move {
+        let _ = flight_sql_status(addr, POSTGRES_JOIN).await;
+    });
+    let took = join_runs_on_after_client_leaves(e, flight).await;
+    eprintln!("Flight SQL client gone → PostgreSQL query ended in {took:?}");
+
+    let url = e.tight.url("/api/sql");
+    let http = tokio::spawn(async move {
+        let body = serde_json::json!({ "sql": POSTGRES_JOIN });
+        let _ = reqwest::Client::new().post(url).json(&body).send().await;
+    });
+    let took = join_runs_on_after_client_leaves(e, http).await;
+    eprintln!("HTTP client gone → PostgreSQL query ended in {took:?}");
 }

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
+use super::peer::unless_client_leaves;
 use super::{add_cache_info, elapsed_ms, query_params, ApiError};
 use crate::encode::json_rows::{write_rows, Separator};
 use crate::encode::{Encoder, Format};
@@ -141,6 +142,6 @@ pub async fn export(
     let format = negotiate_format(&req, map.get("format"))?;
     let q = parse_rows(&map, false)?;
     let store = state.source(source)?;
-    let (first, rest) = open_stream(store.export(&q)).await?;
+    let (first, rest) = unless_client_leaves(&req, open_stream(store.export(&q))).await?;
     Ok(stream_response(format, first, rest)?)
 }

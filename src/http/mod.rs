@@ -4,10 +4,12 @@
 //! - [`aggregate`]: `/logs/aggregate`, `/stats`, `/compare`.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`.
 //! - [`sql`]: `POST /api/sql` (SQL over both sources, streamed).
+//! - [`peer`]: noticing a client that leaves while its request is being worked on.
 
 pub mod aggregate;
 pub mod logs;
 pub mod ops;
+pub mod peer;
 pub mod sql;
 
 use std::time::Instant;

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::logs::{negotiate_format, open_stream, stream_response};
+use super::peer::unless_client_leaves;
 use super::{query_params, ApiError};
 use crate::error::QueryError;
 use crate::query::check_params;
@@ -29,6 +30,6 @@ pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<Service>) 
         )
     })?;
     let format = negotiate_format(&req, parsed.format.as_ref().or(query.get("format")))?;
-    let (first, rest) = open_stream(state.sql(parsed.sql, Vec::new())).await?;
+    let (first, rest) = unless_client_leaves(&req, open_stream(state.sql(parsed.sql, Vec::new()))).await?;
     Ok(stream_response(format, first, rest)?)
 }
