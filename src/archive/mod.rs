@@ -389,6 +389,47 @@ fn skip_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<R
     stream::once(async move { Ok(empty) }).chain(skipped)
 }
 
+/// From this offset on, an unfiltered page skips row groups by their counts instead of
+/// reading time slices up to the offset.
+const DEEP_OFFSET: u64 = 10_000;
+
+/// Drop the row groups an offset passes over entirely; the rest of the offset falls in the
+/// first row group left.
+fn skip_whole_row_groups(
+    files: &[FileInfo],
+    units: Vec<sorted_export::Unit>,
+    mut offset: u64,
+) -> (Vec<sorted_export::Unit>, u64) {
+    let rows = |u: &sorted_export::Unit| files[u.file].row_groups.get(u.row_group).map_or(0, |g| g.rows);
+    let skipped = units.iter().take_while(|u| {
+        let n = rows(u);
+        let whole = offset >= n;
+        if whole {
+            offset -= n;
+        }
+        whole
+    });
+    let skip = skipped.count();
+    (units[skip..].to_vec(), offset)
+}
+
+/// At most `n` rows of `inner` (its schema batch included), then the end: the rest is
+/// never read.
+fn take_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send {
+    stream::unfold((inner, n, true), |(mut inner, left, first)| async move {
+        if left == 0 && !first {
+            return None;
+        }
+        let item = inner.next().await?;
+        let item = item.map(|b| if (b.num_rows() as u64) > left { b.slice(0, left as usize) } else { b });
+        let left = match &item {
+            Ok(b) => left - b.num_rows() as u64,
+            Err(_) => 0,
+        };
+        Some((item, (inner, left, false)))
+    })
+}
+
 /// Plans time slices from row-group statistics, newest first for DESC, oldest first for ASC.
 pub struct SlicePlanner {
     /// Row groups as (near edge, far edge, rows), sorted by near edge in scan direction.
@@ -529,6 +570,21 @@ impl LogStore for Archive {
                         self.executor.clone(),
                     )?;
                     return Ok(Box::pin(skip_rows(s, q.offset)));
+                }
+            }
+            // A deep page with no filter: skip whole row groups by their row counts.
+            if let (Some(limit), true) = (q.limit, q.filters.is_empty() && q.offset >= DEEP_OFFSET) {
+                if let Some(units) = sorted_export::plan(&snap.files, &q.filters, q.order_dir) {
+                    let (units, offset) = skip_whole_row_groups(&snap.files, units, q.offset);
+                    let s = sorted_export::stream(
+                        self.store.clone(),
+                        snap.files.clone(),
+                        units,
+                        None,
+                        q.order_dir,
+                        self.executor.clone(),
+                    )?;
+                    return Ok(Box::pin(take_rows(Box::pin(skip_rows(s, offset)), limit)));
                 }
             }
             return Ok(self.time_sliced(q, snap));
