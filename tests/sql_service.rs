@@ -318,3 +318,22 @@ async fn deep_pages_skip_row_groups_and_agree_with_postgres() {
     }
     assert!(page_timestamps(&e.short, "hdfs", "limit=100&offset=10000000").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_slow_reader_is_not_timed_out() {
+    let e = env();
+    for source in ["postgres", "hdfs"] {
+        let url = e.short.url(&format!("/api/query/{source}/logs/export?format=ndjson&order_dir=asc"));
+        let resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut body = resp.bytes_stream();
+        let mut bytes = body.next().await.expect("first chunk").expect("bytes").to_vec();
+        // Longer than the time budget: the budget is for fletch's waits, not the reader's.
+        tokio::time::sleep(Duration::from_millis(TIMEOUT_MS * 2)).await;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.unwrap_or_else(|e| panic!("{source}: stream cut: {e}")));
+        }
+        let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        assert_eq!(lines as u64, ROWS, "{source}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The time budget of a streamed result. A page or an aggregate is bounded as a whole;
-//! a stream of any length cannot be, so a stream is bounded by its waits instead: the
-//! first batch with rows (or the end) must come within the budget, and so must each
-//! batch after it. A statement that computes for longer than that without producing rows
+//! a stream of any length cannot be, so a stream is bounded by its waits instead: each
+//! batch (the first rows, or the end) must come within the budget of the consumer asking
+//! for it. Time the consumer spends elsewhere — a slow reader — does not count. A statement that computes for longer than that without producing rows
 //! — a runaway join, an aggregate over a cross product — ends with a timeout error, and
 //! dropping it stops the work at its source (DataFusion stream dropped, PostgreSQL sent a
 //! cancel request).
@@ -23,13 +23,22 @@ use crate::stream::BatchStream;
 /// [`QueryError::Timeout`] and ends, dropping `inner`. `hold` (permits) lives as long as
 /// the stream.
 pub fn bounded<H: Send + 'static>(inner: BatchStream, budget: Duration, hold: H, metrics: Arc<Metrics>) -> BatchStream {
-    Box::pin(Bounded { inner: Some(inner), budget, timer: Box::pin(sleep(budget)), _hold: hold, metrics })
+    Box::pin(Bounded {
+        inner: Some(inner),
+        budget,
+        timer: Box::pin(sleep(budget)),
+        waiting: false,
+        _hold: hold,
+        metrics,
+    })
 }
 
 struct Bounded<H> {
     inner: Option<BatchStream>,
     budget: Duration,
     timer: Pin<Box<Sleep>>,
+    /// A batch has been asked for and not yet delivered (the timer runs for it).
+    waiting: bool,
     _hold: H,
     metrics: Arc<Metrics>,
 }
@@ -40,21 +49,23 @@ impl<H> Stream for Bounded<H> {
     type Item = Result<arrow::record_batch::RecordBatch, QueryError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if !self.waiting {
+            // The consumer asks for the next batch now: its budget starts here.
+            self.waiting = true;
+            let next = Instant::now() + self.budget;
+            self.timer.as_mut().reset(next);
+        }
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         match inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                // Schema-only batches arrive at once and say nothing about progress.
-                if b.num_rows() > 0 {
-                    let next = Instant::now() + self.budget;
-                    self.timer.as_mut().reset(next);
-                }
-                Poll::Ready(Some(Ok(b)))
-            }
-            Poll::Ready(other) => {
-                if other.is_none() {
+            Poll::Ready(item) => {
+                self.waiting = false;
+                if item.is_none() {
                     self.inner = None;
                 }
-                Poll::Ready(other)
+                Poll::Ready(item)
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
