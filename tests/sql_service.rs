@@ -27,6 +27,10 @@ const TIMEOUT_MS: u64 = 1_500;
 /// 400 M pairs of strings: minutes of work, and no rows until the end.
 const RUNAWAY: &str = "SELECT max(length(a.message || b.message)) FROM hdfs.logs a CROSS JOIN hdfs.logs b";
 
+/// The runaway tests measure this process's CPU to see that a statement stopped, so tests
+/// here run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Env {
     pg_url: String,
     /// `query_timeout_ms` = [`TIMEOUT_MS`].
@@ -108,6 +112,7 @@ async fn assert_idle_after_timeout(srv: &TestServer) {
 
 #[tokio::test]
 async fn runaway_sql_over_http_times_out_cleanly_and_stops() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let started = Instant::now();
     let resp = post_sql(&e.short, RUNAWAY).await;
@@ -122,6 +127,7 @@ async fn runaway_sql_over_http_times_out_cleanly_and_stops() {
 
 #[tokio::test]
 async fn runaway_sql_over_flight_is_deadline_exceeded_and_stops() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let started = Instant::now();
     let err = flight_sql_status(e.twin.flight(), RUNAWAY).await.expect_err("must time out");
@@ -132,6 +138,7 @@ async fn runaway_sql_over_flight_is_deadline_exceeded_and_stops() {
 
 #[tokio::test]
 async fn sql_over_http_counts_against_admission() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     // Hold the only hdfs export permit with a statement that has not finished.
     let srv = e.tight.url("/api/sql");
@@ -156,6 +163,7 @@ async fn sql_over_http_counts_against_admission() {
 
 #[tokio::test]
 async fn statements_nested_too_deep_are_refused_not_fatal() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
     let cases = [
@@ -185,6 +193,7 @@ async fn statements_nested_too_deep_are_refused_not_fatal() {
 
 #[tokio::test]
 async fn errors_before_the_first_row_are_status_codes() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     for sql in ["SELECT 1/0", "SELECT * FROM postgres.logs WHERE message = 'a\u{0}b'", "SELECT CAST('x' AS INT)"] {
         let resp = post_sql(&e.short, sql).await;
@@ -198,6 +207,7 @@ async fn errors_before_the_first_row_are_status_codes() {
 
 #[tokio::test]
 async fn offsets_are_bounded() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     for source in ["postgres", "hdfs"] {
         for offset in ["9223372036854775807", "9223372036854775707", "10000001"] {
@@ -212,6 +222,7 @@ async fn offsets_are_bounded() {
 
 #[tokio::test]
 async fn empty_and_unknown_tickets_are_invalid_argument() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let mut c = FlightClient::new(channel(e.short.flight()).await);
     for ticket in [&b""[..], b"\x0a\x03abc", b"{", b"\xff\xfe"] {
@@ -226,6 +237,7 @@ async fn empty_and_unknown_tickets_are_invalid_argument() {
 
 #[tokio::test]
 async fn a_prepared_statement_runs_on_another_process() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let sql = "SELECT count(*) FROM postgres.logs WHERE level = 'ERROR'";
     let mut a = FlightClient::new(channel(e.short.flight()).await);
@@ -279,6 +291,7 @@ const POSTGRES_JOIN: &str = "SELECT count(*) FROM postgres.logs a JOIN postgres.
 
 #[tokio::test]
 async fn pushed_down_sql_is_cancelled_when_the_client_leaves() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     let addr = e.tight.flight();
     let flight = tokio::spawn(async move {
@@ -305,6 +318,7 @@ async fn page_timestamps(srv: &TestServer, source: &str, query: &str) -> Vec<f64
 
 #[tokio::test]
 async fn deep_pages_skip_row_groups_and_agree_with_postgres() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     for order in ["asc", "desc"] {
         for offset in [10_000, 12_345, 19_950] {
@@ -321,6 +335,7 @@ async fn deep_pages_skip_row_groups_and_agree_with_postgres() {
 
 #[tokio::test]
 async fn a_slow_reader_is_not_timed_out() {
+    let _one_at_a_time = SERIAL.lock().await;
     let e = env();
     for source in ["postgres", "hdfs"] {
         let url = e.short.url(&format!("/api/query/{source}/logs/export?format=ndjson&order_dir=asc"));
