@@ -1,10 +1,11 @@
-//! The time budget of a streamed result. A page or an aggregate is bounded as a whole;
-//! a stream of any length cannot be, so a stream is bounded by its waits instead: each
-//! batch (the first rows, or the end) must come within the budget of the consumer asking
-//! for it. Time the consumer spends elsewhere — a slow reader — does not count. A statement that computes for longer than that without producing rows
-//! — a runaway join, an aggregate over a cross product — ends with a timeout error, and
-//! dropping it stops the work at its source (DataFusion stream dropped, PostgreSQL sent a
-//! cancel request).
+//! The time budget, applied one way everywhere: [`within`] for an answer computed whole
+//! (a page, an aggregate, a plan), [`bounded`] for a streamed result. A stream of any
+//! length cannot be bounded as a whole, so it is bounded by its waits: each batch (the
+//! first rows, or the end) must come within the budget of the consumer asking for it.
+//! Time the consumer spends elsewhere — a slow reader — does not count. A statement that
+//! computes longer than that without producing rows — a runaway join, an aggregate over a
+//! cross product — ends with a timeout error, and dropping it stops the work at its source
+//! (DataFusion plan stopped, PostgreSQL sent a cancel request).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +19,19 @@ use tokio::time::{sleep, Instant, Sleep};
 use crate::error::QueryError;
 use crate::metrics::Metrics;
 use crate::stream::BatchStream;
+
+/// `work` within `budget`: on expiry it is dropped (which cancels it) and the answer is
+/// [`QueryError::Timeout`], counted in `fletch_query_timeouts_total`.
+pub async fn within<T>(
+    budget: Duration,
+    metrics: &Metrics,
+    work: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
+        metrics.timeouts.inc();
+        Err(QueryError::Timeout(budget))
+    })
+}
 
 /// `inner` with each wait for a batch bounded by `budget`; on expiry the stream yields
 /// [`QueryError::Timeout`] and ends, dropping `inner`. `hold` (permits) lives as long as

@@ -187,10 +187,7 @@ impl SourceService {
                     async move {
                         let _permit = acquire(&admission, src, lane).await?;
                         m.executions.with_labels(&[src.name(), kind]).inc();
-                        tokio::time::timeout(budget, work).await.map_err(|_| {
-                            m.timeouts.inc();
-                            QueryError::Timeout(budget)
-                        })?
+                        super::deadline::within(budget, &m, work).await
                     }
                 })
                 .await;
@@ -243,8 +240,7 @@ impl SourceService {
         let permit = acquire(&self.admission, self.source, Lane::Export).await?;
         self.metrics.executions.with_labels(&[self.source.name(), "export"]).inc();
         let budget = self.query_timeout;
-        let rows =
-            tokio::time::timeout(budget, self.inner.rows(q)).await.map_err(|_| QueryError::Timeout(budget))??;
+        let rows = super::deadline::within(budget, &self.metrics, self.inner.rows(q)).await?;
         Ok(super::deadline::bounded(rows, budget, permit, self.metrics.clone()))
     }
 

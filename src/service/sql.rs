@@ -19,10 +19,7 @@ impl Service {
     pub async fn sql(&self, sql: String, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
         let engine = self.engine()?;
         let budget = self.query_timeout;
-        let planned = tokio::time::timeout(budget, engine.plan(sql, params)).await.map_err(|_| {
-            self.metrics.timeouts.inc();
-            QueryError::Timeout(budget)
-        })??;
+        let planned = deadline::within(budget, &self.metrics, engine.plan(sql, params)).await?;
         // Always in the same order (postgres, hdfs), so two statements cannot deadlock.
         let mut permits = Vec::with_capacity(planned.sources.len());
         for source in &planned.sources {
@@ -35,16 +32,12 @@ impl Service {
 
     /// The result schema of a statement (planned, nothing run).
     pub async fn sql_schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
-        let budget = self.query_timeout;
-        tokio::time::timeout(budget, self.engine()?.schema(sql, params))
-            .await
-            .map_err(|_| QueryError::Timeout(budget))?
+        deadline::within(self.query_timeout, &self.metrics, self.engine()?.schema(sql, params)).await
     }
 
     /// Result and parameter schemas of a statement with `$n` placeholders.
     pub async fn sql_prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
-        let budget = self.query_timeout;
-        tokio::time::timeout(budget, self.engine()?.prepare(sql)).await.map_err(|_| QueryError::Timeout(budget))?
+        deadline::within(self.query_timeout, &self.metrics, self.engine()?.prepare(sql)).await
     }
 }
 
