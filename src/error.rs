@@ -269,6 +269,27 @@ impl From<arrow::error::ArrowError> for QueryError {
     }
 }
 
+/// An error and everything under it, outermost first, looking through the wrappers that
+/// DataFusion and the Parquet reader put around a cause (`Shared`, `External`, `Context`,
+/// `ArrowError`, Parquet's `External`) as well as plain `source()` links. Classifying by
+/// type — which store failed, whether the user's values did — walks this one chain.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    use datafusion::error::DataFusionError;
+    use parquet::errors::ParquetError;
+    std::iter::successors(Some(e), |err| match err.downcast_ref::<DataFusionError>() {
+        Some(DataFusionError::Shared(inner)) => Some(inner.as_ref() as &(dyn std::error::Error + 'static)),
+        Some(DataFusionError::External(inner)) => Some(inner.as_ref() as &(dyn std::error::Error + 'static)),
+        Some(DataFusionError::ArrowError(inner, _)) => Some(inner.as_ref() as &(dyn std::error::Error + 'static)),
+        Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref() as &(dyn std::error::Error + 'static)),
+        _ => match err.downcast_ref::<ParquetError>() {
+            Some(ParquetError::External(inner)) => Some(inner.as_ref() as &(dyn std::error::Error + 'static)),
+            _ => err.source(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

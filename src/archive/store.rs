@@ -8,7 +8,7 @@ use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 use parquet::errors::ParquetError;
 
-use crate::error::{Cause, QueryError, RetryAfter};
+use crate::error::{causes, Cause, QueryError, RetryAfter};
 
 /// Open the object store for a directory URL; returns the store and the directory in it.
 pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryError> {
@@ -80,29 +80,13 @@ pub fn map_parquet_error(e: ParquetError) -> QueryError {
 
 /// Whether anywhere in the error's chain the object store, HDFS or the network failed.
 pub(crate) fn store_not_answering(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<object_store::Error>() || err.is::<hdfs_native::HdfsError>() || err.is::<std::io::Error>() {
-            return true;
-        }
-        if let Some(DataFusionError::ObjectStore(_) | DataFusionError::IoError(_)) =
-            err.downcast_ref::<DataFusionError>()
-        {
-            return true;
-        }
-        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>() {
-            cur = Some(inner.as_ref());
-            continue;
-        }
-        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>() {
-            cur = Some(inner.as_ref());
-            continue;
-        }
-        if let Some(ParquetError::External(inner)) = err.downcast_ref::<ParquetError>() {
-            cur = Some(inner.as_ref());
-            continue;
-        }
-        cur = err.source();
-    }
-    false
+    causes(e).any(|err| {
+        err.is::<object_store::Error>()
+            || err.is::<hdfs_native::HdfsError>()
+            || err.is::<std::io::Error>()
+            || matches!(
+                err.downcast_ref::<DataFusionError>(),
+                Some(DataFusionError::ObjectStore(_) | DataFusionError::IoError(_))
+            )
+    })
 }

@@ -39,7 +39,7 @@ use futures::{stream, StreamExt};
 
 use crate::archive::table::ArchiveTable;
 use crate::archive::{sql_rollup, Archive};
-use crate::error::{QueryError, RetryAfter};
+use crate::error::{causes, QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
 use crate::postgres::table::PgTable;
@@ -390,35 +390,23 @@ pub fn plan_error(e: DataFusionError) -> QueryError {
 
 fn classify(e: DataFusionError, planning: bool) -> QueryError {
     let text = e.strip_backtrace();
-    let mut user_values = false;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = cur {
-        if let Some(q) = err.downcast_ref::<QueryError>() {
-            return q.clone();
-        }
-        if let Some(a) = err.downcast_ref::<arrow::error::ArrowError>() {
-            user_values |= matches!(
-                a,
-                arrow::error::ArrowError::CastError(_)
-                    | arrow::error::ArrowError::DivideByZero
-                    | arrow::error::ArrowError::ArithmeticOverflow(_)
-                    | arrow::error::ArrowError::InvalidArgumentError(_)
-                    | arrow::error::ArrowError::ComputeError(_)
-                    | arrow::error::ArrowError::ParseError(_)
-            );
-        }
-        user_values |= err.is::<regex::Error>();
-        cur = match err.downcast_ref::<DataFusionError>() {
-            Some(DataFusionError::Shared(inner)) => Some(inner.as_ref()),
-            Some(DataFusionError::External(inner)) => Some(inner.as_ref()),
-            Some(DataFusionError::ArrowError(inner, _)) => Some(inner.as_ref()),
-            Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref()),
-            _ => match err.downcast_ref::<parquet::errors::ParquetError>() {
-                Some(parquet::errors::ParquetError::External(inner)) => Some(inner.as_ref()),
-                _ => err.source(),
-            },
-        };
+    if let Some(q) = causes(&e).find_map(|err| err.downcast_ref::<QueryError>()) {
+        return q.clone();
     }
+    let user_values = causes(&e).any(|err| {
+        err.is::<regex::Error>()
+            || matches!(
+                err.downcast_ref::<arrow::error::ArrowError>(),
+                Some(
+                    arrow::error::ArrowError::CastError(_)
+                        | arrow::error::ArrowError::DivideByZero
+                        | arrow::error::ArrowError::ArithmeticOverflow(_)
+                        | arrow::error::ArrowError::InvalidArgumentError(_)
+                        | arrow::error::ArrowError::ComputeError(_)
+                        | arrow::error::ArrowError::ParseError(_)
+                )
+            )
+    });
     if crate::archive::store::store_not_answering(&e) {
         return QueryError::unavailable("hdfs", text, RetryAfter::Outage).with_cause(Arc::new(e));
     }
