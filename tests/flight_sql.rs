@@ -87,10 +87,6 @@ fn load_data() -> (String, String) {
     (url, parquet_url)
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to Flight")
-}
-
 async fn flight(addr: SocketAddr) -> FlightClient {
     FlightClient::new(channel(addr).await)
 }

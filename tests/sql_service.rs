@@ -20,7 +20,6 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tonic::transport::Channel;
 
 const ROWS: u64 = 20_000;
 const TIMEOUT_MS: u64 = 1_500;
@@ -59,10 +58,6 @@ fn env() -> &'static Env {
         let tight = boot_with_flight(c);
         Env { pg_url, short, twin, tight }
     })
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to Flight")
 }
 
 async fn post_sql(srv: &TestServer, sql: &str) -> reqwest::Response {

@@ -400,9 +400,8 @@ fn skip_whole_row_groups(
     units: Vec<sorted_export::Unit>,
     mut offset: u64,
 ) -> (Vec<sorted_export::Unit>, u64) {
-    let rows = |u: &sorted_export::Unit| files[u.file].row_groups.get(u.row_group).map_or(0, |g| g.rows);
     let skipped = units.iter().take_while(|u| {
-        let n = rows(u);
+        let n = u.rows(files);
         let whole = offset >= n;
         if whole {
             offset -= n;

@@ -49,6 +49,13 @@ pub struct Unit {
     pub row_group: usize,
 }
 
+impl Unit {
+    /// Rows in this row group, from the footer statistics the index keeps.
+    pub fn rows(&self, files: &[FileInfo]) -> u64 {
+        files[self.file].row_groups.get(self.row_group).map_or(0, |g| g.rows)
+    }
+}
+
 /// There are files, and every one declares its rows sorted by time (see `FileInfo`).
 pub fn all_declared_sorted(files: &[FileInfo]) -> bool {
     !files.is_empty() && files.iter().all(|f| f.sorted_by_time)
@@ -106,7 +113,7 @@ pub fn stream(
     let slices: Vec<(Unit, u64, u64)> = units
         .into_iter()
         .flat_map(|u| {
-            let rows = files[u.file].row_groups.get(u.row_group).map_or(0, |g| g.rows);
+            let rows = u.rows(&files);
             let mut starts: Vec<u64> = (0..rows).step_by(SLICE_ROWS as usize).collect();
             if dir == OrderDir::Desc {
                 starts.reverse();

@@ -27,18 +27,11 @@ use crate::metrics::Metrics;
 use crate::query::Source;
 use crate::sql::SqlEngine;
 
-/// Everything a front end reaches, shared by HTTP and Flight.
-pub struct Service {
-    postgres: Option<Arc<SourceService>>,
-    hdfs: Option<Arc<SourceService>>,
-    sql: Option<SqlEngine>,
-    admission: Addr<Admission>,
-    metrics: Arc<Metrics>,
-    auth: Arc<Auth>,
-    query_timeout: Duration,
-}
+/// Everything a front end reaches, shared by HTTP and Flight. Built from its [`Parts`],
+/// which only the service itself reads afterwards.
+pub struct Service(Parts);
 
-/// The parts a [`Service`] is made of (see `server::start`).
+/// What a [`Service`] is made of (see `server::start`).
 pub struct Parts {
     pub postgres: Option<Arc<SourceService>>,
     pub hdfs: Option<Arc<SourceService>>,
@@ -50,23 +43,15 @@ pub struct Parts {
 }
 
 impl Service {
-    pub fn new(p: Parts) -> Self {
-        Self {
-            postgres: p.postgres,
-            hdfs: p.hdfs,
-            sql: p.sql,
-            admission: p.admission,
-            metrics: p.metrics,
-            auth: p.auth,
-            query_timeout: p.query_timeout,
-        }
+    pub fn new(parts: Parts) -> Self {
+        Self(parts)
     }
 
     /// The service for `source`, or an error naming the setting that would enable it.
     pub fn source(&self, source: Source) -> Result<Arc<SourceService>, QueryError> {
         let (service, setting) = match source {
-            Source::Postgres => (&self.postgres, "postgres.url"),
-            Source::Hdfs => (&self.hdfs, "parquet.url"),
+            Source::Postgres => (&self.0.postgres, "postgres.url"),
+            Source::Hdfs => (&self.0.hdfs, "parquet.url"),
         };
         service.clone().ok_or_else(|| {
             QueryError::NotFound(format!("source `{}` is not configured on this server (set {setting})", source.name()))
@@ -74,15 +59,15 @@ impl Service {
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.0.metrics
     }
 
     pub fn auth(&self) -> &Arc<Auth> {
-        &self.auth
+        &self.0.auth
     }
 
     /// The SQL engine, for catalog listings (statements go through [`Service::sql`]).
     pub fn engine(&self) -> Result<&SqlEngine, QueryError> {
-        self.sql.as_ref().ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))
+        self.0.sql.as_ref().ok_or_else(|| QueryError::NotFound("SQL is not enabled on this server".into()))
     }
 }

@@ -18,26 +18,26 @@ impl Service {
     /// the stream stops the query at its source.
     pub async fn sql(&self, sql: String, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
         let engine = self.engine()?;
-        let budget = self.query_timeout;
-        let planned = deadline::within(budget, &self.metrics, engine.plan(sql, params)).await?;
+        let budget = self.0.query_timeout;
+        let planned = deadline::within(budget, &self.0.metrics, engine.plan(sql, params)).await?;
         // Always in the same order (postgres, hdfs), so two statements cannot deadlock.
         let mut permits = Vec::with_capacity(planned.sources.len());
         for source in &planned.sources {
-            permits.push(acquire(&self.admission, *source, Lane::Export).await?);
-            self.metrics.executions.with_labels(&[source.name(), "sql"]).inc();
+            permits.push(acquire(&self.0.admission, *source, Lane::Export).await?);
+            self.0.metrics.executions.with_labels(&[source.name(), "sql"]).inc();
         }
         let results = engine.run(planned);
-        Ok(deadline::bounded(results, budget, permits, self.metrics.clone()))
+        Ok(deadline::bounded(results, budget, permits, self.0.metrics.clone()))
     }
 
     /// The result schema of a statement (planned, nothing run).
     pub async fn sql_schema(&self, sql: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
-        deadline::within(self.query_timeout, &self.metrics, self.engine()?.schema(sql, params)).await
+        deadline::within(self.0.query_timeout, &self.0.metrics, self.engine()?.schema(sql, params)).await
     }
 
     /// Result and parameter schemas of a statement with `$n` placeholders.
     pub async fn sql_prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
-        deadline::within(self.query_timeout, &self.metrics, self.engine()?.prepare(sql)).await
+        deadline::within(self.0.query_timeout, &self.0.metrics, self.engine()?.prepare(sql)).await
     }
 }
 

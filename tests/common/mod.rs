@@ -223,3 +223,12 @@ pub async fn metric(srv: &TestServer, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("metric {name} not found"))
 }
+
+/// A gRPC channel to a server's Flight port.
+pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to Flight")
+}
