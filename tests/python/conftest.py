@@ -5,6 +5,8 @@ Environment:
   FLETCH_TEST_PG_URL  PostgreSQL to use (required; a database `fletch_pytest` is recreated in it)
   FLETCH_BIN          fletch binary (default $CARGO_TARGET_DIR/debug/fletch, else target/debug/fletch)
   FLETCH_JDBC_JAR     Flight SQL JDBC driver (default /var/cache/fletch/jars/flight-sql-jdbc-driver.jar)
+  FLETCH_TEST_HDFS_URL  MiniDFS for test_spark_archive.py (required under CI; elsewhere started
+                      with scripts/minidfs.sh when not set)
 
 A missing PostgreSQL, binary or server start is a test *failure*, never a skip.
 """
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 BOTH = 20_000
 PG_ONLY = 30_000
 TOKEN = "py-t0ken"
+JDBC_JAR = os.environ.get("FLETCH_JDBC_JAR", "/var/cache/fletch/jars/flight-sql-jdbc-driver.jar")
 
 
 def _fail(msg):
@@ -117,7 +120,9 @@ def data(pg, workdir):
     return parquet
 
 
-def _start(pg, parquet, workdir, name, extra=()):
+def _start(pg, parquet, workdir, name, extra=(), require_ready=True):
+    """Starts `fletch serve`; waits for /ready to say 200 (or, without require_ready, for any
+    HTTP answer: tests that check /ready themselves then fail with its body)."""
     log = workdir / f"{name}.log"
     out = workdir / f"{name}.out"
     cmd = [fletch_bin(), "serve", "--pg-url", pg.url, "--parquet-url", parquet,
@@ -134,7 +139,7 @@ def _start(pg, parquet, workdir, name, extra=()):
         if m1 and m2:
             http, flight = f"http://{m1.group(1)}", int(m2.group(1))
             try:
-                if requests.get(f"{http}/ready", timeout=2).status_code == 200:
+                if requests.get(f"{http}/ready", timeout=2).status_code == 200 or not require_ready:
                     return Server(http, flight, proc, log)
             except requests.RequestException:
                 pass
@@ -143,12 +148,16 @@ def _start(pg, parquet, workdir, name, extra=()):
     _fail(f"fletch did not become ready within 60 s (http={http}, flight={flight}):\n{log.read_text()[-4000:]}")
 
 
+def stop(server):
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def server(pg, data, workdir):
     s = _start(pg, data, workdir, "open")
     yield s
-    s.proc.terminate()
-    s.proc.wait(timeout=10)
+    stop(s)
 
 
 @pytest.fixture(scope="session")
@@ -156,5 +165,15 @@ def locked_server(pg, data, workdir):
     """The same server with authentication on (one static token)."""
     s = _start(pg, data, workdir, "locked", ["--set", f"auth.tokens={TOKEN}"])
     yield s
-    s.proc.terminate()
-    s.proc.wait(timeout=10)
+    stop(s)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark for the whole session (starting one costs seconds): test_spark.py reads
+    fletch through the Flight SQL JDBC driver with it, test_spark_archive.py writes archives."""
+    from spark_archive import spark_session
+
+    s = spark_session(jars=[JDBC_JAR] if os.path.isfile(JDBC_JAR) else [])
+    yield s
+    s.stop()

@@ -3,38 +3,22 @@ system's Spark jobs would: `spark.read.format("jdbc")` with `dbtable` and `query
 makes Spark send its `SELECT * FROM (...) SPARK_GEN_SUBQ_0 WHERE 1=0` schema probe."""
 
 import datetime
-import os
 from pathlib import Path
 
 import pytest
 
-from conftest import BOTH, PG_ONLY, TOKEN
+from conftest import BOTH, JDBC_JAR, PG_ONLY, TOKEN
 
-JAR = os.environ.get("FLETCH_JDBC_JAR", "/var/cache/fletch/jars/flight-sql-jdbc-driver.jar")
 DRIVER = "org.apache.arrow.driver.jdbc.ArrowFlightJdbcDriver"
-# Arrow's off-heap memory needs java.nio opened on Java 17.
-JAVA_OPTS = "--add-opens=java.base/java.nio=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true"
 
 
 @pytest.fixture(scope="module")
-def spark():
-    if not Path(JAR).is_file():
-        pytest.fail(f"Flight SQL JDBC driver not found at {JAR}: run scripts/setup.sh jars or set FLETCH_JDBC_JAR",
+def spark(spark):
+    """conftest's session Spark, which has the driver on its class path when the jar exists."""
+    if not Path(JDBC_JAR).is_file():
+        pytest.fail(f"Flight SQL JDBC driver not found at {JDBC_JAR}: run scripts/setup.sh jars or set FLETCH_JDBC_JAR",
                     pytrace=False)
-    from pyspark.sql import SparkSession
-
-    s = (
-        SparkSession.builder.master("local[2]")
-        .appName("fletch-client-test")
-        .config("spark.jars", JAR)
-        .config("spark.driver.extraJavaOptions", JAVA_OPTS)
-        .config("spark.executor.extraJavaOptions", JAVA_OPTS)
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield s
-    s.stop()
+    return spark
 
 
 def reader(spark, server):
