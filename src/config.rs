@@ -78,6 +78,10 @@ pub struct PostgresConfig {
     pub batch_rows: usize,
     /// How long an exact `total_count` may be served from cache before a background refresh.
     pub count_ttl_ms: u64,
+    /// The log table (`name` or `schema.name`), e.g. as the backend's Hibernate made it.
+    pub table: String,
+    /// The table `/stats` counts as `events_count` (0 when it does not exist).
+    pub events_table: String,
 }
 
 impl Default for PostgresConfig {
@@ -91,6 +95,8 @@ impl Default for PostgresConfig {
             backoff_max_ms: 5_000,
             batch_rows: 4_096,
             count_ttl_ms: 30_000,
+            table: "logs".into(),
+            events_table: "events".into(),
         }
     }
 }
@@ -105,11 +111,14 @@ pub struct ParquetConfig {
     pub refresh_interval_ms: u64,
     /// DataFusion partitions (threads of the dedicated query runtime); 0 = cores.
     pub target_partitions: usize,
+    /// The time zone hive `year=/month=/day=/hour=` directories were named in (Spark's
+    /// `spark.sql.session.timeZone` when the archive was written), e.g. `UTC`.
+    pub partition_time_zone: String,
 }
 
 impl Default for ParquetConfig {
     fn default() -> Self {
-        Self { url: String::new(), refresh_interval_ms: 5_000, target_partitions: 0 }
+        Self { url: String::new(), refresh_interval_ms: 5_000, target_partitions: 0, partition_time_zone: "UTC".into() }
     }
 }
 

@@ -130,6 +130,10 @@ pub struct Metrics {
     pub permits_in_use: DashMap<String, AtomicI64>,
     pub queue_depth: DashMap<String, AtomicI64>,
     pub hdfs_up: AtomicI64,
+    /// Archive files Spark's commit log does not list (left by failed micro-batches).
+    pub hdfs_orphan_files: AtomicI64,
+    /// Archive files left out because they cannot be read as `logs`.
+    pub hdfs_skipped_files: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -152,6 +156,8 @@ impl Default for Metrics {
             permits_in_use: DashMap::new(),
             queue_depth: DashMap::new(),
             hdfs_up: AtomicI64::new(0),
+            hdfs_orphan_files: AtomicI64::new(0),
+            hdfs_skipped_files: AtomicI64::new(0),
         }
     }
 }
@@ -255,6 +261,16 @@ impl Metrics {
             ("fletch_pg_connections_active", "PostgreSQL connections running a query.", &self.pg_connections_busy),
             ("fletch_pg_router_queue_depth", "Jobs waiting in the PostgreSQL router.", &self.pg_queue_depth),
             ("fletch_hdfs_up", "1 when the Parquet store answered its last listing.", &self.hdfs_up),
+            (
+                "fletch_hdfs_orphan_files",
+                "Archive files not in Spark's commit log (failed micro-batches), ignored.",
+                &self.hdfs_orphan_files,
+            ),
+            (
+                "fletch_hdfs_skipped_files",
+                "Archive files that cannot be read as logs, ignored.",
+                &self.hdfs_skipped_files,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
         }

@@ -8,7 +8,7 @@ use actix::{Actor, Supervisor};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::archive::index::ArchiveIndex;
-use crate::archive::{open_store, Archive};
+use crate::archive::{open_store, partition_time, Archive};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::QueryError;
@@ -16,6 +16,7 @@ use crate::executor::DedicatedExecutor;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::postgres::router::PgRouter;
+use crate::postgres::tables::{TableName, Tables};
 use crate::postgres::{settings_from, PgSource};
 use crate::query::Source;
 use crate::service::admission::{Admission, Lane, LaneLimits};
@@ -126,8 +127,14 @@ fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSo
     let router =
         PgRouter::new(settings, metrics.clone(), config.postgres.pool_size.max(1), config.admission.queue_depth)
             .start();
+    let tables = Tables {
+        logs: TableName::parse("postgres.table", &config.postgres.table).map_err(StartError::Setting)?,
+        events: TableName::parse("postgres.events_table", &config.postgres.events_table)
+            .map_err(StartError::Setting)?,
+    };
     Ok(Some(PgSource::new(
         router,
+        tables,
         Duration::from_millis(config.admission.queue_timeout_ms),
         Duration::from_millis(config.postgres.count_ttl_ms),
     )))
@@ -139,9 +146,11 @@ fn start_archive(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Archi
     }
     let (store, dir) = open_store(&config.parquet.url)?;
     let interval = Duration::from_millis(config.parquet.refresh_interval_ms.max(100));
+    let zone = partition_time::parse_zone(&config.parquet.partition_time_zone)
+        .map_err(|e| StartError::Setting(QueryError::invalid("parquet.partition_time_zone", e, None)))?;
     let index = {
         let (store, metrics) = (store.clone(), metrics.clone());
-        Supervisor::start(move |_| ArchiveIndex::new(store, dir, interval, metrics))
+        Supervisor::start(move |_| ArchiveIndex::new(store, dir, interval, zone, metrics))
     };
     let executor = Arc::new(
         DedicatedExecutor::new("fletch-query", partitions(config))

@@ -87,4 +87,9 @@ pub trait LogStore: Send + Sync {
     async fn cache_epoch(&self) -> u64 {
         0
     }
+    /// The columns a whole export returns: `logs`, plus whatever else the store's rows
+    /// carry (the archive's `event_time` and partition columns).
+    async fn export_schema(&self) -> Result<arrow::datatypes::SchemaRef, QueryError> {
+        Ok(crate::schema::logs_schema())
+    }
 }

@@ -263,3 +263,73 @@ fn write_null_label_file(path: &std::path::Path, t0: f64, rows: i64) {
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
+
+/// Files that cannot be read as `logs` are left out with a reason in `/ready` and a count in
+/// `/metrics`; the rest of the archive answers as if they were not there. Hidden files and
+/// directories (`_SUCCESS`, `_temporary/`, `.crc`) are not archive files at all.
+#[tokio::test]
+async fn unreadable_and_foreign_files_are_skipped_and_named() {
+    let dir = std::env::temp_dir().join(format!("fletch-test-skipped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = postgres_and_parquet("skipped_files", 2_000, &format!("file://{}", dir.display()), 1_000);
+    std::fs::write(dir.join("truncated.parquet"), b"PAR1 not a footer").unwrap();
+    write_foreign_file(&dir.join("labels-are-numbers.parquet"), true);
+    write_foreign_file(&dir.join("no-timestamp.parquet"), false);
+    std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
+    std::fs::write(dir.join(".part-0.parquet.crc"), b"crc").unwrap();
+    std::fs::create_dir_all(dir.join("_temporary/0")).unwrap();
+    std::fs::write(dir.join("_temporary/0/part-0.parquet"), b"half written").unwrap();
+    let mut cfg = pg_config(&pg);
+    cfg.parquet.url = format!("file://{}", dir.display());
+    let srv = boot(cfg);
+
+    // The archive's part of /ready (PostgreSQL may still be connecting).
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        ready = get_json(&srv.url("/ready")).await.2;
+        if ready["sources"]["hdfs"]["ready"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let detail = &ready["sources"]["hdfs"]["detail"];
+    assert_eq!(detail["files"], 2, "{detail}");
+    assert_eq!(detail["skipped_files"]["count"], 3, "{detail}");
+    let reasons: Vec<String> = detail["skipped_files"]["first"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{}: {}", f["path"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+        .collect();
+    assert!(reasons[0].contains("labels-are-numbers.parquet: column `level` is Int32"), "{reasons:?}");
+    assert!(reasons[1].contains("no-timestamp.parquet: no `timestamp` column"), "{reasons:?}");
+    assert!(reasons[2].contains("truncated.parquet: unreadable footer"), "{reasons:?}");
+    assert_eq!(metric(&srv, "fletch_hdfs_skipped_files").await, 3.0);
+
+    let (s, _, stats) = get_json(&srv.url("/api/query/hdfs/stats")).await;
+    assert_eq!((s, &stats["logs_count"], &stats["files"]), (200, &serde_json::json!(2000), &serde_json::json!(2)));
+    same_groups(&srv, "/logs/aggregate?group_by=level").await;
+    let body = serde_json::json!({"sql": "SELECT count(*) AS n FROM hdfs.logs WHERE level = 'ERROR'"});
+    let resp = reqwest::Client::new().post(srv.url("/api/sql")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let row: Value = serde_json::from_str(resp.text().await.unwrap().trim()).unwrap();
+    let pg_errors = groups(&srv, "/api/query/postgres/logs/aggregate?group_by=level").await;
+    assert_eq!(row["n"], pg_errors.iter().find(|(k, _)| k == "ERROR").map_or(0, |(_, n)| *n));
+}
+
+/// A Parquet file that is not `logs`: `level` as numbers, or no `timestamp` at all.
+fn write_foreign_file(path: &std::path::Path, with_timestamp: bool) {
+    use arrow::array::{ArrayRef, Float64Array, Int32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = vec![Field::new("level", DataType::Int32, true)];
+    let mut columns: Vec<ArrayRef> = vec![std::sync::Arc::new(Int32Array::from(vec![1, 2, 3]))];
+    if with_timestamp {
+        fields.push(Field::new("timestamp", DataType::Float64, true));
+        columns.push(std::sync::Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])));
+    }
+    let batch = arrow::record_batch::RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}

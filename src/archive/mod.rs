@@ -9,29 +9,41 @@
 //! slices are disjoint, so their sorted outputs simply concatenate. The same plan streams
 //! exports of any size in order with memory bounded by one slice.
 //!
+//! The archive is read as its writers left it: `fletch load`'s flat files and the
+//! pipeline's Spark output (hive partition directories, a commit log, `metadata` as a MAP)
+//! alike, side by side if need be.
+//!
 //! - [`store`]: the object store (local or HDFS) and how its failures are classified.
+//! - [`layout`]: file schemas, partition directories and how both become `logs` rows;
+//!   [`map_json`]: a MAP `metadata` as JSON text; [`partition_time`]: the time a
+//!   partition directory covers; [`commit_log`]: Spark's list of committed files.
 //! - [`index`]: the actor that lists the directory and reads file footers.
 //! - [`rollup`]: per-file counts by label, for aggregates without a scan.
 //! - [`sorted_export`]: exports of time-ordered files streamed without a sort.
 //! - [`table`]: `hdfs.logs` as a DataFusion table; [`sql_rollup`]: SQL label aggregates
 //!   answered from the rollups.
 
+pub mod commit_log;
 pub mod index;
+pub mod layout;
+pub mod map_json;
+pub mod partition_time;
 pub mod rollup;
 pub mod sorted_export;
 pub mod sql_rollup;
 pub mod store;
 pub mod table;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::Addr;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{col, lit, Expr};
@@ -42,8 +54,10 @@ use object_store::ObjectStore;
 use datafusion::physical_plan::ExecutionPlan;
 
 use self::index::{ArchiveIndex, FileInfo, IndexSnapshot, Refresh, Snapshot};
+use self::layout::Strings;
 use self::rollup::{Labels, Rollups};
 pub use self::store::{map_df_error, open_store};
+use self::table::ArchiveTable;
 use crate::count_cache::CountCache;
 use crate::error::{QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
@@ -77,6 +91,8 @@ pub struct Archive {
     metrics: Arc<Metrics>,
     table_url: ListingTableUrl,
     index: Addr<ArchiveIndex>,
+    /// `hdfs.logs`'s columns as of the latest snapshot (they only grow).
+    columns: Arc<RwLock<SchemaRef>>,
     executor: Arc<DedicatedExecutor>,
 }
 
@@ -124,8 +140,26 @@ impl Archive {
             metrics,
             table_url,
             index,
+            columns: Arc::new(RwLock::new(logs_schema())),
             executor,
         })
+    }
+
+    /// `hdfs.logs`'s columns: `logs`, then whatever else the archive's files hold.
+    pub fn table_schema(&self) -> SchemaRef {
+        self.columns.read().expect("columns lock").clone()
+    }
+
+    /// Take `hdfs.logs`'s columns from the index's latest listing, healthy or not.
+    pub async fn sync_columns(&self) {
+        if let Ok(snap) = self.index.send(Snapshot).await {
+            *self.columns.write().expect("columns lock") = snap.table.clone();
+        }
+    }
+
+    /// The object store the archive's paths are relative to, as DataFusion names it.
+    pub fn store_url(&self) -> ObjectStoreUrl {
+        self.table_url.object_store()
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -137,30 +171,39 @@ impl Archive {
         &self.executor
     }
 
-    /// The whole directory as a table. Listed per query, so new files show up at once.
-    pub fn table(&self) -> Result<Arc<ListingTable>, QueryError> {
-        let config = ListingTableConfig::new(self.table_url.clone())
-            .with_listing_options(parquet_files())
-            .with_schema(logs_schema());
-        Ok(Arc::new(ListingTable::try_new(config).map_err(map_df_error)?))
+    /// The whole archive as a table: the files the index lists at each scan.
+    pub fn table(&self) -> Arc<ArchiveTable> {
+        Arc::new(ArchiveTable::live(self.clone(), Strings::Plain))
     }
 
-    fn frame(&self) -> Result<DataFrame, QueryError> {
-        self.ctx.read_table(self.table()?).map_err(map_df_error)
+    /// The columns a rows query returns: pages keep the API's shape, exports carry every
+    /// column of the table (`event_time`, partition columns, …). Fixed when the query
+    /// starts, so every batch of a stream has the same schema.
+    fn columns_for(&self, q: &RowsQuery) -> SchemaRef {
+        if q.limit.is_some() {
+            logs_schema()
+        } else {
+            self.table_schema()
+        }
     }
 
-    /// Some files of the directory as a table for aggregates and counts (see `scan_ctx`),
+    /// The archive as a frame of `columns`.
+    fn frame(&self, columns: &SchemaRef) -> Result<DataFrame, QueryError> {
+        let df = self.ctx.read_table(self.table()).map_err(map_df_error)?;
+        let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+        df.select_columns(&names).map_err(map_df_error)
+    }
+
+    /// Some files of the archive as a table for aggregates and counts (see `scan_ctx`),
     /// with `filters` applied.
-    fn files_frame(&self, files: &[&FileInfo], filters: &Filters) -> Result<DataFrame, QueryError> {
-        let store = self.table_url.object_store();
-        let urls = files
-            .iter()
-            .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.meta.location)).map_err(map_df_error))
-            .collect::<Result<Vec<_>, _>>()?;
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(parquet_files())
-            .with_schema(view_schema());
-        let table = Arc::new(ListingTable::try_new(config).map_err(map_df_error)?);
+    fn files_frame(
+        &self,
+        snap: &IndexSnapshot,
+        files: &[&FileInfo],
+        filters: &Filters,
+    ) -> Result<DataFrame, QueryError> {
+        let subset = IndexSnapshot { files: Arc::new(files.iter().map(|f| (*f).clone()).collect()), ..snap.clone() };
+        let table = Arc::new(ArchiveTable::fixed(subset, self.store_url(), Strings::View));
         let mut df = self.scan_ctx.read_table(table).map_err(map_df_error)?;
         if let Some(f) = filter_expr(filters, None, None) {
             df = df.filter(f).map_err(map_df_error)?;
@@ -169,12 +212,12 @@ impl Archive {
     }
 
     /// Compute the rollups of listed files that have none yet (one narrow scan each).
-    pub async fn build_rollups(&self, files: &[FileInfo]) -> Result<(), QueryError> {
+    pub async fn build_rollups(&self, snap: &IndexSnapshot) -> Result<(), QueryError> {
         let _one_at_a_time = self.rollups.build.lock().await;
-        self.rollups.retain(files);
-        for f in self.rollups.missing(files) {
+        self.rollups.retain(&snap.files);
+        for f in self.rollups.missing(&snap.files) {
             let df = self
-                .files_frame(&[f], &Filters::default())?
+                .files_frame(snap, &[f], &Filters::default())?
                 .aggregate(vec![col("level"), col("service"), col("host")], vec![count(lit(1)).alias("count")])
                 .map_err(map_df_error)?;
             let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
@@ -203,8 +246,9 @@ impl Archive {
             let (mut built_for, mut warned_for) = (0, 0);
             loop {
                 if let Ok(snap) = me.index.send(Snapshot).await {
+                    *me.columns.write().expect("columns lock") = snap.table.clone();
                     if snap.healthy && snap.generation != built_for {
-                        match me.build_rollups(&snap.files).await {
+                        match me.build_rollups(&snap).await {
                             Ok(()) => built_for = snap.generation,
                             // Once per listing: a file that cannot be read would otherwise
                             // log on every retry. Queries still answer by scanning.
@@ -232,7 +276,7 @@ impl Archive {
         if !split.scan.is_empty() {
             let key = q.group_by.column();
             let df = self
-                .files_frame(&split.scan, &q.filters)?
+                .files_frame(&snap, &split.scan, &q.filters)?
                 .aggregate(vec![col(key)], vec![count(lit(1)).alias("count")])
                 .map_err(map_df_error)?;
             let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
@@ -251,14 +295,15 @@ impl Archive {
 
     /// Rollup rows matching `filters` plus the files that still need a scan.
     async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
-        if let Err(e) = self.build_rollups(&snap.files).await {
+        if let Err(e) = self.build_rollups(snap).await {
             // Files without a rollup are scanned instead; a store that is down fails there.
             tracing::debug!(error = %e, "rollups incomplete; scanning the rest");
         }
         Ok(self.rollups.split(&snap.files, filters))
     }
 
-    async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
+    /// The index's latest listing; fails when the store did not answer it.
+    pub(crate) async fn snapshot(&self) -> Result<IndexSnapshot, QueryError> {
         let snap = self.index.send(Snapshot).await.map_err(|e| QueryError::internal(e.to_string()))?;
         let snap = if snap.refreshed_at.is_none() {
             self.index
@@ -268,6 +313,7 @@ impl Archive {
         } else {
             snap
         };
+        *self.columns.write().expect("columns lock") = snap.table.clone();
         if !snap.healthy {
             let reason = format!("Parquet store unreachable: {}", snap.last_error.as_deref().unwrap_or("unknown"));
             return Err(QueryError::unavailable("hdfs", reason, RetryAfter::Outage));
@@ -291,8 +337,9 @@ impl Archive {
         lo: Option<f64>,
         hi: Option<f64>,
         fetch: Option<u64>,
+        columns: &SchemaRef,
     ) -> Result<DataFrame, QueryError> {
-        let mut df = self.frame()?;
+        let mut df = self.frame(columns)?;
         if let Some(f) = filter_expr(filters, lo, hi) {
             df = df.filter(f).map_err(map_df_error)?;
         }
@@ -306,36 +353,41 @@ impl Archive {
     /// Rows ordered by timestamp, read slice by slice (see module docs).
     fn time_sliced(&self, q: &RowsQuery, snap: IndexSnapshot) -> BatchStream {
         let me = self.clone();
+        let columns = self.columns_for(q);
+        let schema = columns.clone();
         let q = q.clone();
         let offset = q.offset;
         let want = q.limit.map(|l| l + q.offset);
         let planner = SlicePlanner::new(&snap, q.order_dir, want);
         let state = (me, q, planner, 0u64);
-        let s = stream::unfold(state, move |(me, q, mut planner, got)| async move {
-            if want.is_some_and(|w| got >= w) {
-                return None;
+        let s = stream::unfold(state, move |(me, q, mut planner, got)| {
+            let columns = columns.clone();
+            async move {
+                if want.is_some_and(|w| got >= w) {
+                    return None;
+                }
+                let (lo, hi) = planner.next_slice(got)?;
+                let fetch = want.map(|w| w - got);
+                let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, fetch, &columns) {
+                    Ok(df) => df,
+                    Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
+                };
+                let metrics = me.metrics.clone();
+                let batches: Vec<Result<RecordBatch, QueryError>> = me
+                    .executor
+                    .run(async move { collect_counting_scan(df, &metrics).await })
+                    .await
+                    .map(|v| v.into_iter().map(Ok).collect())
+                    .unwrap_or_else(|e| vec![Err(e)]);
+                let n: u64 = batches.iter().map(|b| b.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0)).sum();
+                let failed = batches.iter().any(|b| b.is_err());
+                let next_got = if failed { u64::MAX } else { got + n };
+                Some((stream::iter(batches).boxed(), (me, q, planner, next_got)))
             }
-            let (lo, hi) = planner.next_slice(got)?;
-            let fetch = want.map(|w| w - got);
-            let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, fetch) {
-                Ok(df) => df,
-                Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
-            };
-            let metrics = me.metrics.clone();
-            let batches: Vec<Result<RecordBatch, QueryError>> = me
-                .executor
-                .run(async move { collect_counting_scan(df, &metrics).await })
-                .await
-                .map(|v| v.into_iter().map(Ok).collect())
-                .unwrap_or_else(|e| vec![Err(e)]);
-            let n: u64 = batches.iter().map(|b| b.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0)).sum();
-            let failed = batches.iter().any(|b| b.is_err());
-            let next_got = if failed { u64::MAX } else { got + n };
-            Some((stream::iter(batches).boxed(), (me, q, planner, next_got)))
         })
         .flatten();
         // Apply the offset across slices and make sure a schema-carrying batch comes first.
-        Box::pin(skip_rows(Box::pin(s), offset))
+        Box::pin(skip_rows(Box::pin(s), offset, schema))
     }
 }
 
@@ -368,8 +420,12 @@ pub fn rows_scanned(plan: &dyn ExecutionPlan) -> usize {
 }
 
 /// Drop the first `n` rows of a stream; always yields at least one (possibly empty) batch.
-fn skip_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send {
-    let empty = RecordBatch::new_empty(logs_schema());
+fn skip_rows(
+    inner: BatchStream,
+    n: u64,
+    schema: SchemaRef,
+) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send {
+    let empty = RecordBatch::new_empty(schema);
     let skipped = stream::unfold((inner, n), |(mut inner, mut left)| async move {
         let item = inner.next().await?;
         let item = item.map(|b| {
@@ -507,25 +563,6 @@ impl SlicePlanner {
     }
 }
 
-/// How DataFusion reads the archive: `*.parquet` files.
-fn parquet_files() -> ListingOptions {
-    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")
-}
-
-/// [`logs_schema`] with strings as `Utf8View`.
-fn view_schema() -> arrow::datatypes::SchemaRef {
-    use arrow::datatypes::{DataType, Field, Schema};
-    let fields: Vec<Field> = logs_schema()
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
 fn filter_expr(f: &Filters, lo: Option<f64>, hi: Option<f64>) -> Option<Expr> {
     let mut parts: Vec<Expr> = Vec::new();
     for (name, v) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
@@ -568,7 +605,7 @@ impl LogStore for Archive {
                         q.order_dir,
                         self.executor.clone(),
                     )?;
-                    return Ok(Box::pin(skip_rows(s, q.offset)));
+                    return Ok(Box::pin(skip_rows(s, q.offset, logs_schema())));
                 }
             }
             // A deep page with no filter: skip whole row groups by their row counts.
@@ -583,12 +620,13 @@ impl LogStore for Archive {
                         q.order_dir,
                         self.executor.clone(),
                     )?;
-                    return Ok(Box::pin(take_rows(Box::pin(skip_rows(s, offset)), limit)));
+                    return Ok(Box::pin(take_rows(Box::pin(skip_rows(s, offset, logs_schema())), limit)));
                 }
             }
             return Ok(self.time_sliced(q, snap));
         }
-        let mut df = self.frame()?;
+        let columns = self.columns_for(q);
+        let mut df = self.frame(&columns)?;
         if let Some(f) = filter_expr(&q.filters, None, None) {
             df = df.filter(f).map_err(map_df_error)?;
         }
@@ -596,7 +634,7 @@ impl LogStore for Archive {
         if q.limit.is_some() || q.offset > 0 {
             df = df.limit(q.offset as usize, q.limit.map(|l| l as usize)).map_err(map_df_error)?;
         }
-        Ok(Box::pin(skip_rows(self.stream_frame(df), 0)))
+        Ok(Box::pin(skip_rows(self.stream_frame(df), 0, columns)))
     }
 
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
@@ -626,7 +664,7 @@ impl LogStore for Archive {
                 let split = me.split(&snap, &f).await?;
                 let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
                 if !split.scan.is_empty() {
-                    let df = me.files_frame(&split.scan, &f)?;
+                    let df = me.files_frame(&snap, &split.scan, &f)?;
                     n += me
                         .executor
                         .run(async move { df.count().await.map(|n| n as i64).map_err(map_df_error) })
@@ -646,6 +684,11 @@ impl LogStore for Archive {
         })
     }
 
+    async fn export_schema(&self) -> Result<SchemaRef, QueryError> {
+        self.snapshot().await?;
+        Ok(self.table_schema())
+    }
+
     async fn cache_epoch(&self) -> u64 {
         self.index.send(Snapshot).await.map(|s| s.generation).unwrap_or(0)
     }
@@ -660,11 +703,53 @@ impl LogStore for Archive {
                     "generation": s.generation,
                     // Whole exports in time order skip the sort (see `sorted_export`).
                     "sorted_by_time": sorted_export::all_declared_sorted(&s.files),
+                    "layouts": self.describe_layouts(&s),
+                    "partition_columns": s.partitions.iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+                    "partition_time_zone": s.zone.name(),
+                    "partition_directories_agree": s.windows_agree,
+                    "spark_commit_log": s.commit_batch.map(|b| serde_json::json!({"batch": b, "orphan_files": s.orphans})),
+                    "skipped_files": {
+                        "count": s.skipped.len(),
+                        "first": s.skipped.iter().take(index::SKIPPED_SHOWN).collect::<Vec<_>>(),
+                    },
                     "last_error": s.last_error,
                 }),
             },
             Err(e) => Readiness { ready: false, detail: serde_json::json!({"error": e.to_string()}) },
         }
+    }
+}
+
+impl Archive {
+    /// Each layout's files, columns and which fast paths its files get.
+    fn describe_layouts(&self, s: &IndexSnapshot) -> Vec<serde_json::Value> {
+        s.layouts
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let files: Vec<&FileInfo> = s.files.iter().filter(|f| f.layout == i).collect();
+                let count = |p: &dyn Fn(&FileInfo) -> bool| files.iter().filter(|f| p(f)).count();
+                let metadata = match l.file_schema.field_with_name("metadata").map(|f| f.data_type()) {
+                    Ok(t) if layout::is_string_map(t) => "map",
+                    Ok(_) => "json_text",
+                    Err(_) => "absent",
+                };
+                serde_json::json!({
+                    "files": files.len(),
+                    "rows": files.iter().map(|f| f.rows).sum::<u64>(),
+                    "columns": l.file_schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+                    "metadata": metadata,
+                    // Files each fast path applies to.
+                    "fast_paths": {
+                        "count_from_footers": files.len(),
+                        "newest_rows_by_row_group_time_stats": count(&|f| f.row_groups.iter().all(|g| g.ts_min.is_finite() && g.ts_max.is_finite())),
+                        "sorted_export_without_sort": count(&|f| f.sorted_by_time),
+                        "label_rollups": count(&|f| self.rollups.built(f)),
+                        "time_range_skips_directory": if s.windows_agree { count(&|f| f.window.is_some()) } else { 0 },
+                    },
+                })
+            })
+            .collect()
     }
 }
 
@@ -684,7 +769,7 @@ mod tests {
             e_tag: None,
             version: None,
         };
-        let file = FileInfo { meta, rows: n as u64 * 100_000, row_groups, footer: None, sorted_by_time: false };
+        let file = FileInfo::with_row_groups(meta, row_groups);
         IndexSnapshot { files: Arc::new(vec![file]), ..Default::default() }
     }
 

@@ -51,6 +51,12 @@ impl Rollups {
         files.iter().filter(|f| !known.get(&f.meta.location).is_some_and(|(m, _)| *m == f.meta)).collect()
     }
 
+    /// Whether `f` has a rollup (absent when too many label combinations, or not built yet).
+    pub fn built(&self, f: &FileInfo) -> bool {
+        let known = self.files.lock().expect("rollup lock");
+        known.get(&f.meta.location).is_some_and(|(m, c)| *m == f.meta && c.is_some())
+    }
+
     pub fn insert(&self, meta: ObjectMeta, counts: Vec<(Labels, i64)>) {
         let counts = (counts.len() <= MAX_COMBINATIONS).then(|| Arc::new(counts));
         self.files.lock().expect("rollup lock").insert(meta.location.clone(), (meta, counts));
@@ -145,19 +151,16 @@ mod tests {
     use crate::archive::index::RowGroupStats;
 
     fn file(name: &str, lo: f64, hi: f64) -> FileInfo {
-        FileInfo {
-            meta: ObjectMeta {
+        FileInfo::with_row_groups(
+            ObjectMeta {
                 location: StorePath::from(name),
                 last_modified: Default::default(),
                 size: 1,
                 e_tag: None,
                 version: None,
             },
-            rows: 3,
-            row_groups: vec![RowGroupStats { ts_min: lo, ts_max: hi, rows: 3 }],
-            footer: None,
-            sorted_by_time: false,
-        }
+            vec![RowGroupStats { ts_min: lo, ts_max: hi, rows: 3 }],
+        )
     }
 
     fn labels(l: &str, s: &str, h: &str) -> Labels {

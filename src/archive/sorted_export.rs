@@ -211,18 +211,19 @@ mod tests {
     use object_store::{path::Path as StorePath, ObjectMeta};
 
     fn file(groups: &[(f64, f64)], sorted: bool) -> FileInfo {
+        let groups = groups.iter().map(|&(ts_min, ts_max)| RowGroupStats { ts_min, ts_max, rows: 10 }).collect();
         FileInfo {
-            meta: ObjectMeta {
-                location: StorePath::from("f"),
-                last_modified: Default::default(),
-                size: 1,
-                e_tag: None,
-                version: None,
-            },
-            rows: 0,
-            row_groups: groups.iter().map(|&(ts_min, ts_max)| RowGroupStats { ts_min, ts_max, rows: 10 }).collect(),
-            footer: None,
             sorted_by_time: sorted,
+            ..FileInfo::with_row_groups(
+                ObjectMeta {
+                    location: StorePath::from("f"),
+                    last_modified: Default::default(),
+                    size: 1,
+                    e_tag: None,
+                    version: None,
+                },
+                groups,
+            )
         }
     }
 

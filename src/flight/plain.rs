@@ -10,26 +10,26 @@ use tonic::Status;
 use super::encode::{flight_info, open, Batches};
 use super::tickets::{self, PlainQuery, DATASETS};
 use super::FlightState;
-use crate::schema::logs_schema;
 use crate::store::LogStore;
 
 /// One entry per configured dataset.
-pub fn list(state: &FlightState) -> Result<Vec<FlightInfo>, Status> {
+pub async fn list(state: &FlightState) -> Result<Vec<FlightInfo>, Status> {
     let mut out = Vec::new();
     for (name, source) in DATASETS {
-        if state.store(*source).is_ok() {
+        if let Ok(store) = state.store(*source) {
             let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
-            out.push(flight_info(&logs_schema(), tickets::export_ticket(*source), descriptor)?);
+            let schema = store.export_schema().await?;
+            out.push(flight_info(&schema, tickets::export_ticket(*source), descriptor)?);
         }
     }
     Ok(out)
 }
 
 /// Schema and ticket for a path descriptor (`["postgres.logs"]`).
-pub fn describe_path(state: &FlightState, path: &[String]) -> Result<(SchemaRef, Bytes), Status> {
+pub async fn describe_path(state: &FlightState, path: &[String]) -> Result<(SchemaRef, Bytes), Status> {
     let source = tickets::dataset(path)?;
-    state.store(source)?;
-    Ok((logs_schema(), Bytes::from(tickets::export_ticket(source))))
+    let schema = state.store(source)?.export_schema().await?;
+    Ok((schema, Bytes::from(tickets::export_ticket(source))))
 }
 
 /// Schema and ticket for a JSON command (the command itself becomes the ticket).
@@ -37,10 +37,8 @@ pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(Schem
     let q = tickets::parse(cmd)?;
     let schema = match (&q, tickets::schema_of(&q)) {
         (PlainQuery::Sql(sql), _) => state.service.sql_schema(sql, Vec::new()).await?,
-        (
-            PlainQuery::Logs(s, _) | PlainQuery::Export(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s),
-            Some(schema),
-        ) => {
+        (PlainQuery::Export(s, _), _) => state.store(*s)?.export_schema().await?,
+        (PlainQuery::Logs(s, _) | PlainQuery::Aggregate(s, _) | PlainQuery::Stats(s), Some(schema)) => {
             state.store(*s)?;
             schema
         }

@@ -35,7 +35,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Schema and ticket for any descriptor.
 async fn describe(state: &FlightState, d: &FlightDescriptor) -> Result<(arrow::datatypes::SchemaRef, Bytes), Status> {
     match DescriptorType::try_from(d.r#type).unwrap_or(DescriptorType::Unknown) {
-        DescriptorType::Path => plain::describe_path(state, &d.path),
+        DescriptorType::Path => plain::describe_path(state, &d.path).await,
         DescriptorType::Cmd if tickets::is_json(&d.cmd) => plain::describe_command(state, &d.cmd).await,
         DescriptorType::Cmd => sql::describe(state, sql::decode(&d.cmd)?).await,
         DescriptorType::Unknown => {
@@ -89,7 +89,7 @@ impl FlightService for FletchFlight {
     }
 
     async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let infos = plain::list(&self.state)?;
+        let infos = plain::list(&self.state).await?;
         Ok(Response::new(Box::pin(futures::stream::iter(infos.into_iter().map(Ok)))))
     }
 

@@ -146,7 +146,8 @@ pub fn stats_schema(source: Source) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The schema a plain query returns, known without running it (SQL is planned by the caller).
+/// The schema a plain query returns, known without running it (SQL is planned by the
+/// caller; an archive export asks the store, whose files may carry more columns).
 pub fn schema_of(q: &PlainQuery) -> Option<SchemaRef> {
     match q {
         PlainQuery::Logs(..) | PlainQuery::Export(..) => Some(logs_schema()),

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod params;
 pub mod router;
 pub mod table;
+pub mod tables;
 pub mod whole_query;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use self::messages::{GetStatus, PgJob, PgSettings, Submit};
 use self::params::PgParam;
 use self::router::PgRouter;
+use self::tables::{TableName, Tables};
 use crate::count_cache::CountCache;
 use crate::error::QueryError;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
@@ -49,6 +51,7 @@ const CHANNEL_BATCHES: usize = 2;
 #[derive(Clone)]
 pub struct PgSource {
     router: Addr<PgRouter>,
+    tables: Arc<Tables>,
     queue_timeout: Duration,
     counts: Arc<CountCache>,
 }
@@ -77,9 +80,9 @@ pub fn where_clause(f: &Filters, params: &mut Vec<PgParam>) -> String {
     }
 }
 
-pub fn rows_sql(q: &RowsQuery) -> (String, Vec<PgParam>) {
+pub fn rows_sql(logs: &TableName, q: &RowsQuery) -> (String, Vec<PgParam>) {
     let mut params = Vec::new();
-    let mut sql = format!("SELECT {LOG_COLUMNS_SQL} FROM logs{}", where_clause(&q.filters, &mut params));
+    let mut sql = format!("SELECT {LOG_COLUMNS_SQL} FROM {}{}", logs.sql(), where_clause(&q.filters, &mut params));
     sql.push_str(&format!(" ORDER BY \"{}\" {}", q.order_by.column(), q.order_dir.sql()));
     if let Some(limit) = q.limit {
         params.push(PgParam::I64(limit as i64));
@@ -92,19 +95,25 @@ pub fn rows_sql(q: &RowsQuery) -> (String, Vec<PgParam>) {
     (sql, params)
 }
 
-pub fn aggregate_sql(q: &AggregateQuery) -> (String, Vec<PgParam>) {
+pub fn aggregate_sql(logs: &TableName, q: &AggregateQuery) -> (String, Vec<PgParam>) {
     let mut params = Vec::new();
     let col = q.group_by.column();
     let sql = format!(
-        "SELECT {col}::text AS key, count(*) AS count FROM logs{} GROUP BY {col} ORDER BY count DESC, key",
+        "SELECT {col}::text AS key, count(*) AS count FROM {}{} GROUP BY {col} ORDER BY count DESC, key",
+        logs.sql(),
         where_clause(&q.filters, &mut params)
     );
     (sql, params)
 }
 
 impl PgSource {
-    pub fn new(router: Addr<PgRouter>, queue_timeout: Duration, count_ttl: Duration) -> Self {
-        Self { router, queue_timeout, counts: CountCache::new(count_ttl) }
+    pub fn new(router: Addr<PgRouter>, tables: Tables, queue_timeout: Duration, count_ttl: Duration) -> Self {
+        Self { router, tables: Arc::new(tables), queue_timeout, counts: CountCache::new(count_ttl) }
+    }
+
+    /// The tables this source reads.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
     }
 
     /// Run any SQL on a pooled connection; the stream yields at least one batch (the schema).
@@ -142,7 +151,7 @@ impl PgSource {
         f: &Filters,
     ) -> impl std::future::Future<Output = Result<i64, QueryError>> + Send + 'static {
         let mut params = Vec::new();
-        let sql = format!("SELECT count(*) AS count FROM logs{}", where_clause(f, &mut params));
+        let sql = format!("SELECT count(*) AS count FROM {}{}", self.tables.logs.sql(), where_clause(f, &mut params));
         let me = self.clone();
         async move { me.scalar_i64(sql, params).await }
     }
@@ -150,15 +159,16 @@ impl PgSource {
     /// Planner estimate: pg_class for the whole table, EXPLAIN for a filtered one.
     async fn estimate(&self, f: &Filters) -> Result<i64, QueryError> {
         if f.is_empty() {
-            let n = self
-                .scalar_i64("SELECT reltuples::int8 FROM pg_class WHERE oid = 'logs'::regclass".into(), vec![])
-                .await?;
+            let sql =
+                format!("SELECT reltuples::int8 FROM pg_class WHERE oid = {}::regclass", self.tables.logs.literal());
+            let n = self.scalar_i64(sql, vec![]).await?;
             if n >= 0 {
                 return Ok(n);
             }
         }
         let mut params = Vec::new();
-        let sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM logs{}", where_clause(f, &mut params));
+        let sql =
+            format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}{}", self.tables.logs.sql(), where_clause(f, &mut params));
         let batches = self.collect(sql, params).await?;
         let text = batches
             .iter()
@@ -181,12 +191,12 @@ impl LogStore for PgSource {
     }
 
     async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError> {
-        let (sql, params) = rows_sql(q);
+        let (sql, params) = rows_sql(&self.tables.logs, q);
         self.query(sql, params).await
     }
 
     async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
-        let (sql, params) = aggregate_sql(q);
+        let (sql, params) = aggregate_sql(&self.tables.logs, q);
         let mut out = Vec::new();
         for b in self.collect(sql, params).await? {
             let keys = b.column(0).as_string::<i32>();
@@ -230,17 +240,13 @@ impl LogStore for PgSource {
                 None => self.counts.exact(&key, || self.exact_count_job(&Filters::default())).await?,
             }
         };
-        let has_events = self
-            .scalar_i64("SELECT count(*) FROM pg_class WHERE oid = to_regclass('public.events')".into(), vec![])
-            .await?
-            == 1;
+        let events_table = &self.tables.events;
+        let exists = format!("SELECT count(*) FROM pg_class WHERE oid = to_regclass({})", events_table.literal());
+        let has_events = self.scalar_i64(exists, vec![]).await? == 1;
         let events = if has_events {
-            let me = self.clone();
+            let (me, sql) = (self.clone(), format!("SELECT count(*) FROM {}", events_table.sql()));
             self.counts
-                .exact(
-                    "events",
-                    move || async move { me.scalar_i64("SELECT count(*) FROM events".into(), vec![]).await },
-                )
+                .exact("events", move || async move { me.scalar_i64(sql, vec![]).await })
                 .await?
                 .value
                 .unwrap_or(0)

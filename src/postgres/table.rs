@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::{stream, StreamExt};
 
 use super::filters::{classify, conditions, projected_schema, PgColumn};
+use super::tables::TableName;
 use crate::error::QueryError;
 use crate::postgres::params::PgParam;
 use crate::postgres::PgSource;
@@ -28,7 +29,7 @@ use crate::postgres::PgSource;
 #[derive(Debug)]
 pub struct PgTable {
     source: PgSourceHandle,
-    table: String,
+    table: TableName,
     columns: Vec<PgColumn>,
     schema: SchemaRef,
 }
@@ -58,7 +59,8 @@ impl PgTable {
             PgColumn::new("created_at", None, ts),
         ];
         let schema = Arc::new(projected_schema(&columns, None));
-        Self { source: PgSourceHandle(source), table: "logs".into(), columns, schema }
+        let table = source.tables().logs.clone();
+        Self { source: PgSourceHandle(source), table, columns, schema }
     }
 
     /// The SQL and parameters of one scan (public for tests and EXPLAIN-style logging).
@@ -89,7 +91,7 @@ impl PgTable {
                 .join(", ")
         };
         let mut params = Vec::new();
-        let mut sql = format!("SELECT {select} FROM {}", super::filters::quote_ident(&self.table));
+        let mut sql = format!("SELECT {select} FROM {}", self.table.sql());
         let conds = conditions(filters, &self.columns, &mut params);
         if !conds.is_empty() {
             sql.push_str(" WHERE ");

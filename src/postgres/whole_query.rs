@@ -18,12 +18,15 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{visit_expressions_mut, visit_relations_mut, Expr as SqlExpr, ObjectNamePart};
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, visit_relations_mut, Expr as SqlExpr, Ident, ObjectNamePart,
+};
 use datafusion::sql::unparser::dialect::PostgreSqlDialect;
 use datafusion::sql::unparser::Unparser;
 use futures::{stream, StreamExt};
 
 use crate::error::QueryError;
+use crate::postgres::tables::TableName;
 use crate::postgres::PgSource;
 use crate::stream::BatchStream;
 
@@ -54,19 +57,28 @@ pub fn candidate(plan: &LogicalPlan) -> bool {
     scans > 0 && only_pg && heavy
 }
 
-/// The plan as PostgreSQL SQL with fletch's `[fletch.]postgres.` prefixes removed, or
-/// `None` when the unparser cannot express it.
-pub fn to_postgres_sql(plan: &LogicalPlan) -> Option<String> {
+/// The plan as PostgreSQL SQL with fletch's `[fletch.]postgres.` prefixes removed and
+/// `logs` named as in PostgreSQL (`logs_table`), or `None` when the unparser cannot
+/// express it.
+pub fn to_postgres_sql(plan: &LogicalPlan, logs_table: &TableName) -> Option<String> {
     let dialect = PostgreSqlDialect {};
     let mut statement = Unparser::new(&dialect).plan_to_sql(plan).ok()?;
+    let renamed: Vec<Ident> = logs_table.parts().iter().map(|p| Ident::with_quote('"', p)).collect();
     let _ = visit_relations_mut(&mut statement, |name| {
         strip_prefix_parts(&mut name.0, |p| matches!(p, ObjectNamePart::Identifier(i) if i.value == PG_SCHEMA), 1);
+        if matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value == "logs") {
+            name.0 = renamed.iter().cloned().map(ObjectNamePart::Identifier).collect();
+        }
         ControlFlow::<()>::Continue(())
     });
     let _ = visit_expressions_mut(&mut statement, |e| {
         if let SqlExpr::CompoundIdentifier(parts) = e {
             // fletch.postgres.logs.level / postgres.logs.level → logs.level
             strip_prefix_parts(parts, |i| i.value == PG_SCHEMA, 2);
+            // logs.level → "schema"."app_logs".level when the table is named so.
+            if parts.len() == 2 && parts[0].value == "logs" {
+                parts.splice(..1, renamed.iter().cloned());
+            }
         }
         ControlFlow::<()>::Continue(())
     });

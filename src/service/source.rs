@@ -303,4 +303,8 @@ impl LogStore for SourceService {
     async fn cache_epoch(&self) -> u64 {
         self.inner.cache_epoch().await
     }
+
+    async fn export_schema(&self) -> Result<arrow::datatypes::SchemaRef, QueryError> {
+        self.inner.export_schema().await
+    }
 }

@@ -1,7 +1,7 @@
 //! SQL over both sources in one catalog, for Flight SQL and `POST /api/sql`.
 //!
 //! Catalog `fletch`: `postgres.logs` ([`PgTable`], scans pushed down to PostgreSQL) and
-//! `hdfs.logs` ([`ArchiveTable`], the Parquet directory), plus DataFusion's
+//! `hdfs.logs` ([`ArchiveTable`](crate::archive::table::ArchiveTable), the Parquet directory), plus DataFusion's
 //! `information_schema`. The default schema `public` is empty, so every table is named
 //! with its source. Only queries are accepted (no DDL, DML or `SET`).
 //!
@@ -37,7 +37,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{stream, StreamExt};
 
-use crate::archive::table::ArchiveTable;
 use crate::archive::{sql_rollup, Archive};
 use crate::error::{causes, QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
@@ -132,7 +131,7 @@ impl SqlEngine {
             add("postgres", Arc::new(PgTable::logs(pg.clone())))?;
         }
         if let Some(p) = &parquet {
-            add("hdfs", Arc::new(ArchiveTable::new(p.clone())))?;
+            add("hdfs", p.table())?;
         }
         Ok(Self { ctx, executor, pg, hdfs: parquet, metrics })
     }
@@ -175,6 +174,10 @@ impl SqlEngine {
 
     /// Plan `sql` with values for `$1`, `$2`, … (on the executor, nothing is run yet).
     pub async fn plan(&self, sql: String, params: Vec<ScalarValue>) -> Result<Planned, QueryError> {
+        if let Some(hdfs) = &self.hdfs {
+            // `hdfs.logs` gains columns when files with new ones appear.
+            hdfs.sync_columns().await;
+        }
         let ctx = self.ctx.clone();
         self.executor.run(async move { physical_plan(&ctx, &sql, params).await }).await
     }
@@ -289,7 +292,7 @@ async fn push_to_postgres(
     if !whole_query::candidate(plan) {
         return Ok(None);
     }
-    let Some(sql) = whole_query::to_postgres_sql(plan) else { return Ok(None) };
+    let Some(sql) = whole_query::to_postgres_sql(plan, &pg.tables().logs) else { return Ok(None) };
     whole_query::run(pg, sql, want).await
 }
 
