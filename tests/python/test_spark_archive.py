@@ -211,7 +211,9 @@ def mixed(spark, serve, workdir, file_archive):
     flat = _fletch_load(d, rows=6000, file_rows=2000, seed=11, start=START + 600.5, rate=0.5)
     for url, _ in file_archive.files:
         rel = below(url, file_archive.url)
-        if rel.startswith("_spark_metadata/") or url == file_archive.orphan or not rel.endswith(".parquet"):
+        # Hadoop lists file:/abs, the orphan was named file:///abs: compare the paths.
+        orphan = local_path(url) == local_path(file_archive.orphan)
+        if rel.startswith("_spark_metadata/") or orphan or not rel.endswith(".parquet"):
             continue
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(local_path(url), d / rel)
