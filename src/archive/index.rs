@@ -58,7 +58,7 @@ pub struct FileInfo {
     /// The file's columns as Arrow reads them (one shared copy per distinct schema).
     pub schema: SchemaRef,
     /// `key=value` directories above the file.
-    pub partition: Vec<(String, Option<String>)>,
+    pub partition: layout::PartitionValues,
     /// The time its partition directory covers (see `partition_time`).
     pub window: Option<(f64, f64)>,
     /// Index into [`IndexSnapshot::layouts`].
@@ -259,7 +259,7 @@ async fn scan(
         .map_err(|e| e.to_string())?;
     let committed: Option<Committed> = memory.commit_log.committed(store, dir, &listing).await?;
     let mut orphans = 0;
-    let mut candidates: Vec<(ObjectMeta, Vec<(String, Option<String>)>)> = Vec::new();
+    let mut candidates: Vec<(ObjectMeta, layout::PartitionValues)> = Vec::new();
     for meta in listing {
         let Some(rel) = layout::relative(dir, &meta.location) else { continue };
         if layout::is_hidden(&rel) || !meta.location.as_ref().ends_with(".parquet") || meta.size == 0 {

@@ -54,8 +54,12 @@ pub fn is_hidden(rel: &[&str]) -> bool {
     rel.iter().any(|s| s.starts_with('_') || s.starts_with('.'))
 }
 
+/// `key=value` directories above a file, outermost first, values decoded (`None` for
+/// Hive's NULL).
+pub type PartitionValues = Vec<(String, Option<String>)>;
+
 /// The `key=value` directories above a file, outermost first, values decoded.
-pub fn partition_values(rel: &[&str]) -> Vec<(String, Option<String>)> {
+pub fn partition_values(rel: &[&str]) -> PartitionValues {
     let dirs = &rel[..rel.len().saturating_sub(1)];
     dirs.iter()
         .filter_map(|d| d.split_once('='))

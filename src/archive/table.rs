@@ -36,7 +36,7 @@ use crate::archive::Archive;
 /// Which files a table reads.
 enum Files {
     /// The archive as the index lists it at each scan.
-    Live(Archive),
+    Live(Box<Archive>),
     /// A fixed set (aggregates over the files their rollups cannot answer).
     Fixed(IndexSnapshot),
 }
@@ -58,7 +58,7 @@ impl ArchiveTable {
     /// The whole archive, re-read from the index at every scan.
     pub fn live(archive: Archive, strings: Strings) -> Self {
         let store_url = archive.store_url();
-        Self { files: Files::Live(archive), strings, store_url, map_to_json: super::map_json::udf() }
+        Self { files: Files::Live(Box::new(archive)), strings, store_url, map_to_json: super::map_json::udf() }
     }
 
     /// Just the files of `snapshot`.
