@@ -19,6 +19,14 @@
 #   scripts/bench.sh slow-readers N [SECONDS]  N exports read at 16 KB/s at once (half
 #                                         postgres, half hdfs; export_permits raised to admit
 #                                         them all): fletch peak RSS
+#   scripts/bench.sh spark-archive [N]    the same rows written by Spark Structured Streaming (hive
+#                                         partitions, _spark_metadata, MAP metadata, ~200 files, into
+#                                         $BENCH_DIR/spark, kept while the data is unchanged): the hdfs
+#                                         latency table on the fletch-written and the Spark-written archive
+#   scripts/bench.sh many-files [FILES] [N]  FILES (default 10000) small Spark-written files of
+#                                         $BENCH_MANY_ROWS rows (default 1000000) in all: listing and
+#                                         footer time until /ready, fletch RSS, newest-100 and
+#                                         GROUP BY latency (first request and median of N)
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -82,11 +90,12 @@ cmd_stop_server() {
     fi
 }
 
-# time N requests of one URL (sequential), print median and p95 in ms
+# time N requests of one URL (sequential), print median and p95 in ms; curl arguments after
+# the label (e.g. a POST body)
 time_url() {
     local n="$1" url="$2"
     for _ in $(seq 1 "$n"); do
-        curl -s -o /dev/null -w '%{time_total}\n' "$url"
+        curl -s -o /dev/null -w '%{time_total}\n' "${@:4}" "$url"
     done | sort -n | awk -v label="$3" '{ a[NR] = $1 * 1000 } END {
         printf "%-58s median %8.2f ms   p95 %8.2f ms\n", label, a[int((NR + 1) / 2)], a[int(NR * 0.95 + 0.5)] }'
 }
@@ -97,16 +106,111 @@ cmd_latency() {
     # disabling the result cache on a dedicated server instance.
     cmd_serve --set cache.ttl_ms=0
     for src in postgres hdfs; do
-        time_url "$n" "$BASE/api/query/$src/logs?limit=100&count=none" "$src logs?limit=100"
-        time_url "$n" "$BASE/api/query/$src/logs?limit=100" "$src logs?limit=100 (default count)"
-        time_url "$n" "$BASE/api/query/$src/logs?limit=100&level=ERROR&count=none" "$src logs?limit=100&level=ERROR"
-        for g in level service host; do
-            time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g" "$src aggregate group_by=$g"
-            time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g&level=ERROR" "$src aggregate group_by=$g&level=ERROR"
-        done
-        time_url "$n" "$BASE/api/query/$src/stats" "$src stats"
+        latency_table "$src" "$n"
     done
     cmd_serve
+}
+
+# The single-request table of one source: N requests per query.
+latency_table() {
+    local src="$1" n="$2"
+    time_url "$n" "$BASE/api/query/$src/logs?limit=100&count=none" "$src logs?limit=100"
+    time_url "$n" "$BASE/api/query/$src/logs?limit=100" "$src logs?limit=100 (default count)"
+    time_url "$n" "$BASE/api/query/$src/logs?limit=100&level=ERROR&count=none" "$src logs?limit=100&level=ERROR"
+    for g in level service host; do
+        time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g" "$src aggregate group_by=$g"
+        time_url "$n" "$BASE/api/query/$src/logs/aggregate?group_by=$g&level=ERROR" "$src aggregate group_by=$g&level=ERROR"
+    done
+    time_url "$n" "$BASE/api/query/$src/stats" "$src stats"
+}
+
+# One request of a URL, timed: "LABEL first X ms". Curl arguments after the label.
+first_url() {
+    curl -s -o /dev/null -w '%{time_total}\n' "${@:3}" "$1" |
+        awk -v label="$2" '{ printf "%-58s first  %8.2f ms\n", label, $1 * 1000 }'
+}
+
+# Parquet data files below a directory (not Hadoop's .crc files).
+data_files() { find "$1" -name '*.parquet' ! -name '.*' | wc -l; }
+
+# Start fletch on one Parquet directory alone (no PostgreSQL), result cache off, and wait
+# until /ready lists WANT data files (listing + every footer read). Prints the seconds
+# from launch to that.
+serve_archive() {
+    local url="$1" want="$2" t0 body
+    cmd_stop_server
+    t0=$(date +%s.%N)
+    "$FLETCH" serve --parquet-url "$url" --http-listen "127.0.0.1:$PORT" \
+        --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" --set cache.ttl_ms=0 \
+        > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
+    echo $! > "$BENCH_DIR/server.pid"
+    for _ in $(seq 1 15000); do
+        body="$(curl -s "$BASE/ready" || true)"
+        if [[ "$body" == *'"status":"READY"'* && "$(grep -o '"files":[0-9]*' <<< "$body" | head -1)" == "\"files\":$want" ]]; then
+            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+            return
+        fi
+        sleep 0.02
+    done
+    die "fletch did not list $want files within 5 minutes; see $BENCH_DIR/server.log"
+}
+
+# "RSS N MB, peak N MB" of a process
+rss_mb() { awk '/VmRSS/ { r = int($2 / 1024) } /VmHWM/ { h = int($2 / 1024) } END { printf "RSS %d MB, peak %d MB", r, h }' "/proc/$1/status"; }
+
+cmd_spark_archive() {
+    local n="${1:-30}" src="$BENCH_DIR/parquet" dst="$BENCH_DIR/spark" stamp which dir files secs pid
+    [[ -x "$FLETCH" && -d "$src" ]] || die "no release fletch or no $src: run scripts/bench.sh data ROWS first"
+    stamp="$(ls -l --time-style=+%s "$src" | md5sum)"
+    if [[ "$(cat "$dst.stamp" 2>/dev/null)" != "$stamp" ]]; then
+        rm -rf "$dst" "$dst.stamp"
+        log "writing the rows of $src with Spark Structured Streaming into $dst"
+        "$FLETCH_CACHE/venv/bin/python" scripts/bench_spark_archive.py convert "$src" "$dst" 2>"$BENCH_DIR/spark-convert.log" >&2 ||
+            die "conversion failed; see $BENCH_DIR/spark-convert.log"
+        echo "$stamp" > "$dst.stamp"
+    fi
+    for which in fletch spark; do
+        dir="$src"; [[ "$which" == spark ]] && dir="$dst"
+        files="$(data_files "$dir")"
+        secs="$(serve_archive "file://$dir" "$files")"
+        pid="$(cat "$BENCH_DIR/server.pid")"
+        {
+            echo "$which-written archive: $files files, $(du -sh "$dir" | cut -f1); /ready after $secs s; $(rss_mb "$pid")"
+            first_url "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level (waits for rollups)"
+            latency_table hdfs "$n"
+            echo "after the table: $(rss_mb "$pid")"
+        } | tee "$BENCH_DIR/latency-$which.txt" >&2
+    done
+    cmd_stop_server
+    # Side by side: median / p95 of each, and the Spark-written median over the fletch-written one.
+    printf '%-44s %21s %21s %7s\n' query "fletch-written" "Spark-written" ratio
+    awk 'FNR == NR { if (/ median /) { m[FNR] = $(NF - 4); p[FNR] = $(NF - 1) } next }
+         / median / { printf "%-44s %9.2f / %8.2f %9.2f / %8.2f %6.2fx\n", substr($0, 6, 44), m[FNR], p[FNR], $(NF - 4), $(NF - 1), $(NF - 4) / m[FNR] }' \
+        "$BENCH_DIR/latency-fletch.txt" "$BENCH_DIR/latency-spark.txt"
+}
+
+cmd_many_files() {
+    local want="${1:-10000}" n="${2:-30}" rows="${BENCH_MANY_ROWS:-1000000}" dir files secs pid
+    [[ -x "$FLETCH" ]] || die "no release fletch at $FLETCH: run scripts/bench.sh data ROWS first"
+    dir="$BENCH_DIR/many-$want-$rows"
+    if [[ ! -f "$dir/_SUCCESS" ]]; then
+        rm -rf "$dir"
+        log "writing $want small files ($rows rows) with Spark into $dir"
+        "$FLETCH_CACHE/venv/bin/python" scripts/bench_spark_archive.py small-files "$dir" "$want" "$rows" 2>"$BENCH_DIR/spark-many.log" >&2 ||
+            die "writing failed; see $BENCH_DIR/spark-many.log"
+    fi
+    files="$(data_files "$dir")"
+    secs="$(serve_archive "file://$dir" "$files")"
+    pid="$(cat "$BENCH_DIR/server.pid")"
+    local sql='{"sql": "SELECT level, count(*) AS n FROM hdfs.logs GROUP BY level ORDER BY n DESC"}'
+    echo "$files files, $rows rows, $(du -sh "$dir" | cut -f1): listing + footers until /ready $secs s; $(rss_mb "$pid")"
+    for step in first_url "time_url $n"; do
+        $step "$BASE/api/query/hdfs/logs?limit=100&count=none" "hdfs logs?limit=100"
+        $step "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level"
+        $step "$BASE/api/sql" "SQL GROUP BY level" -H 'Content-Type: application/json' -d "$sql"
+        echo "$(rss_mb "$pid")"
+    done
+    cmd_stop_server
 }
 
 # CPU-seconds (user + system) a process has used so far, and its peak RSS in MB.
@@ -233,5 +337,7 @@ case "${1:-}" in
     flight-ab) shift; cmd_flight_ab "$@" ;;
     flight-floor) shift; cmd_flight_floor "$@" ;;
     slow-readers) shift; cmd_slow_readers "$@" ;;
-    *) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    spark-archive) shift; cmd_spark_archive "$@" ;;
+    many-files) shift; cmd_many_files "$@" ;;
+    *) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
