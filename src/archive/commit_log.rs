@@ -58,15 +58,11 @@ impl CommitLog {
         dir: &StorePath,
         listed: &[ObjectMeta],
     ) -> Result<Option<Committed>, String> {
-        let depth = dir.parts().count();
         let mut batches: Vec<(u64, bool, &ObjectMeta)> = listed
             .iter()
-            .filter_map(|m| {
-                let parts: Vec<_> = m.location.parts().skip(depth).collect();
-                match parts.as_slice() {
-                    [log, name] if log.as_ref() == LOG_DIR => batch_id(name.as_ref()).map(|(n, c)| (n, c, m)),
-                    _ => None,
-                }
+            .filter_map(|m| match super::layout::relative(dir, &m.location)?.as_slice() {
+                [LOG_DIR, name] => batch_id(name).map(|(n, c)| (n, c, m)),
+                _ => None,
             })
             .collect();
         if batches.is_empty() {

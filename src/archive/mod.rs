@@ -153,8 +153,12 @@ impl Archive {
     /// Take `hdfs.logs`'s columns from the index's latest listing, healthy or not.
     pub async fn sync_columns(&self) {
         if let Ok(snap) = self.index.send(Snapshot).await {
-            *self.columns.write().expect("columns lock") = snap.table.clone();
+            self.take_columns(&snap);
         }
+    }
+
+    fn take_columns(&self, snap: &IndexSnapshot) {
+        *self.columns.write().expect("columns lock") = snap.table.clone();
     }
 
     /// The object store the archive's paths are relative to, as DataFusion names it.
@@ -246,7 +250,7 @@ impl Archive {
             let (mut built_for, mut warned_for) = (0, 0);
             loop {
                 if let Ok(snap) = me.index.send(Snapshot).await {
-                    *me.columns.write().expect("columns lock") = snap.table.clone();
+                    me.take_columns(&snap);
                     if snap.healthy && snap.generation != built_for {
                         match me.build_rollups(&snap).await {
                             Ok(()) => built_for = snap.generation,
@@ -313,7 +317,7 @@ impl Archive {
         } else {
             snap
         };
-        *self.columns.write().expect("columns lock") = snap.table.clone();
+        self.take_columns(&snap);
         if !snap.healthy {
             let reason = format!("Parquet store unreachable: {}", snap.last_error.as_deref().unwrap_or("unknown"));
             return Err(QueryError::unavailable("hdfs", reason, RetryAfter::Outage));

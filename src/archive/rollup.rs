@@ -99,8 +99,7 @@ enum Overlap {
 
 /// Where a file's rows lie against `start_time <= ts <= end_time`, from footer statistics.
 fn time_overlap(f: &FileInfo, filters: &Filters) -> Overlap {
-    let lo = f.row_groups.iter().map(|g| g.ts_min).fold(f64::INFINITY, f64::min);
-    let hi = f.row_groups.iter().map(|g| g.ts_max).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = f.time_range();
     if f.row_groups.is_empty() {
         return if filters.start_time.is_none() && filters.end_time.is_none() {
             Overlap::Whole

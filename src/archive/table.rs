@@ -94,8 +94,8 @@ impl ArchiveTable {
         let file_schema = layout::scan_schema(&snap.layouts[layout], self.strings);
         let partition_fields: Vec<Arc<Field>> = snap.partitions.iter().map(|f| Arc::new(f.clone())).collect();
         let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
-        let source = format
-            .file_source(TableSchema::builder(file_schema.clone()).with_table_partition_cols(partition_fields).build());
+        let table_schema = TableSchema::builder(file_schema).with_table_partition_cols(partition_fields).build();
+        let mut statistics = Statistics::new_unknown(table_schema.table_schema());
         let groups = state.config().target_partitions().max(1).min(files.len());
         let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
         let mut rows = 0;
@@ -105,13 +105,8 @@ impl ArchiveTable {
             let pf = PartitionedFile::new_from_meta(f.meta.clone()).with_partition_values(values);
             file_groups[i % groups].push(pf);
         }
-        let table_schema = {
-            let mut fields: Vec<Field> = file_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.extend(snap.partitions.iter().cloned());
-            Schema::new(fields)
-        };
-        let mut statistics = Statistics::new_unknown(&table_schema);
         statistics.num_rows = Precision::Exact(rows);
+        let source = format.file_source(table_schema);
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
             .with_statistics(statistics)
