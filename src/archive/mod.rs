@@ -274,7 +274,7 @@ impl Archive {
     /// and SQL's `GROUP BY … count(*)` over `hdfs.logs` are both answered from it.
     pub async fn group_counts(&self, q: &AggregateQuery) -> Result<Vec<(Option<String>, i64)>, QueryError> {
         let snap = self.snapshot().await?;
-        let split = self.split(&snap, &q.filters).await?;
+        let split = self.split(&snap, &q.filters);
         let mut totals = std::collections::HashMap::new();
         rollup::add_grouped(&mut totals, &split.summed, q.group_by);
         if !split.scan.is_empty() {
@@ -297,13 +297,12 @@ impl Archive {
         Ok(totals.into_iter().collect())
     }
 
-    /// Rollup rows matching `filters` plus the files that still need a scan.
-    async fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> Result<rollup::Split<'a>, QueryError> {
-        if let Err(e) = self.build_rollups(snap).await {
-            // Files without a rollup are scanned instead; a store that is down fails there.
-            tracing::debug!(error = %e, "rollups incomplete; scanning the rest");
-        }
-        Ok(self.rollups.split(&snap.files, filters))
+    /// Rollup rows matching `filters` plus the files that still need a scan. Never waits
+    /// for rollups: files whose rollup `keep_rollups_warm` has not built yet go into the
+    /// one scan with the files that straddle a bound, so a first aggregate over thousands
+    /// of new files costs one query, not one per file.
+    fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> rollup::Split<'a> {
+        self.rollups.split(&snap.files, filters)
     }
 
     /// The index's latest listing; fails when the store did not answer it.
@@ -665,7 +664,7 @@ impl LogStore for Archive {
         let f = f.clone();
         self.counts
             .exact(&key, move || async move {
-                let split = me.split(&snap, &f).await?;
+                let split = me.split(&snap, &f);
                 let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
                 if !split.scan.is_empty() {
                     let df = me.files_frame(&snap, &split.scan, &f)?;
