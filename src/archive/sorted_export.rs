@@ -8,7 +8,8 @@
 //! offset index), last slice first for descending order; two slices are decoded at once
 //! on the query runtime while the output keeps its order. So a stream holds a few slices
 //! whatever the export size — a slow reader costs a few megabytes, not row groups — and
-//! the scan runs at the speed of the Parquet decoder. Other archives use the time-sliced sort in `parquet.rs`.
+//! the scan runs at the speed of the Parquet decoder. Other archives are read in bounded
+//! time slices (`Archive::time_sliced` in `archive/mod.rs`).
 
 use std::sync::Arc;
 
