@@ -216,8 +216,8 @@ impl Archive {
     }
 
     /// Compute the rollups of listed files that have none yet (one narrow scan each).
-    pub async fn build_rollups(&self, snap: &IndexSnapshot) -> Result<(), QueryError> {
-        let _one_at_a_time = self.rollups.build.lock().await;
+    /// Only `keep_rollups_warm`'s one task calls this, so builds never overlap.
+    async fn build_rollups(&self, snap: &IndexSnapshot) -> Result<(), QueryError> {
         self.rollups.retain(&snap.files);
         for f in self.rollups.missing(&snap.files) {
             let df = self
@@ -242,8 +242,10 @@ impl Archive {
         Ok(())
     }
 
-    /// Build rollups in the background whenever the listing changes, so the first
-    /// aggregate after a new file does not pay for it. Runs until the actix system stops.
+    /// Build rollups in the background whenever the listing changes. Aggregates never
+    /// wait for them: files without a rollup yet go into the one scan with the files that
+    /// straddle a time bound, so a first aggregate over thousands of new files costs one
+    /// query, not one per file. Runs until the actix system stops.
     pub fn keep_rollups_warm(&self, interval: Duration) {
         let me = self.clone();
         actix::spawn(async move {
@@ -274,7 +276,7 @@ impl Archive {
     /// and SQL's `GROUP BY … count(*)` over `hdfs.logs` are both answered from it.
     pub async fn group_counts(&self, q: &AggregateQuery) -> Result<Vec<(Option<String>, i64)>, QueryError> {
         let snap = self.snapshot().await?;
-        let split = self.split(&snap, &q.filters);
+        let split = self.rollups.split(&snap.files, &q.filters);
         let mut totals = std::collections::HashMap::new();
         rollup::add_grouped(&mut totals, &split.summed, q.group_by);
         if !split.scan.is_empty() {
@@ -295,14 +297,6 @@ impl Archive {
             }
         }
         Ok(totals.into_iter().collect())
-    }
-
-    /// Rollup rows matching `filters` plus the files that still need a scan. Never waits
-    /// for rollups: files whose rollup `keep_rollups_warm` has not built yet go into the
-    /// one scan with the files that straddle a bound, so a first aggregate over thousands
-    /// of new files costs one query, not one per file.
-    fn split<'a>(&self, snap: &'a IndexSnapshot, filters: &Filters) -> rollup::Split<'a> {
-        self.rollups.split(&snap.files, filters)
     }
 
     /// The index's latest listing; fails when the store did not answer it.
@@ -664,7 +658,7 @@ impl LogStore for Archive {
         let f = f.clone();
         self.counts
             .exact(&key, move || async move {
-                let split = me.split(&snap, &f);
+                let split = me.rollups.split(&snap.files, &f);
                 let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
                 if !split.scan.is_empty() {
                     let df = me.files_frame(&snap, &split.scan, &f)?;

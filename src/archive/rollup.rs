@@ -31,9 +31,6 @@ pub type FileCounts = Option<Arc<Vec<(Labels, i64)>>>;
 #[derive(Default)]
 pub struct Rollups {
     files: Mutex<HashMap<StorePath, (ObjectMeta, FileCounts)>>,
-    /// Builds run one at a time: concurrent aggregates wait for the same scans instead
-    /// of repeating them.
-    pub build: tokio::sync::Mutex<()>,
 }
 
 /// How a query's files split against its time range.
