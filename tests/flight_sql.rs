@@ -630,6 +630,17 @@ async fn http_sql_errors_are_400_with_the_message() {
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["parameter"], "format", "{body}");
+
+    // A nested column in CSV is refused before the status line, with rows or without (the
+    // fuzz case that found it: a 200 whose body broke off at the first batch).
+    for filter in ["", " WHERE 1=0"] {
+        let sql = format!("SELECT created_at, {{'a': 1}} FROM postgres.logs{filter} LIMIT 200");
+        let resp = post_sql(&e.open, serde_json::json!({"sql": sql, "format": "csv"}), None, None).await;
+        assert_eq!(resp.status(), 400, "{sql}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["parameter"], "format", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("CSV cannot hold"), "{body}");
+    }
 }
 
 #[tokio::test]

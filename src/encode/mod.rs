@@ -50,6 +50,24 @@ impl Format {
     }
 }
 
+/// CSV has no notation for nested values; this is checked against the schema so the answer
+/// is a 400 before the first byte, not a body that breaks off after the status line.
+fn csv_can_hold(schema: &SchemaRef) -> Result<(), QueryError> {
+    match schema.fields().iter().find(|f| f.data_type().is_nested()) {
+        None => Ok(()),
+        Some(field) => Err(QueryError::invalid(
+            "format",
+            format!(
+                "column '{}' has type {}, which CSV cannot hold; ask for ndjson or arrow, or select its \
+                 parts as separate columns",
+                field.name(),
+                field.data_type()
+            ),
+            Some(Format::ALLOWED),
+        )),
+    }
+}
+
 /// Stateful encoder for one response body.
 pub enum Encoder {
     /// Rows as JSON objects, one per line; `raw_json_columns` are embedded unquoted.
@@ -71,7 +89,10 @@ impl Encoder {
             Format::Ndjson => {
                 Encoder::Ndjson { raw_json_columns: raw_json_columns.iter().map(|s| s.to_string()).collect() }
             }
-            Format::Csv => Encoder::Csv { header_written: false },
+            Format::Csv => {
+                csv_can_hold(schema)?;
+                Encoder::Csv { header_written: false }
+            }
             // Uncompressed IPC: every Arrow reader can decode it.
             Format::Arrow => Encoder::Arrow { writer: Some(Box::new(StreamEncoder::try_new(schema)?)) },
         })

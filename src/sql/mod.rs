@@ -13,12 +13,14 @@
 //! - [`limits`]: how long and how deep a statement may be, checked before planning.
 //! - [`cancel`]: stopping a running plan between any two of its batches.
 //! - [`wire`]: result types every client can read (no view types).
+//! - [`text_budget`]: `lpad`, `rpad` and `repeat` bounded in what one call may allocate.
 //! - The stores bring their own SQL pieces: [`crate::postgres::whole_query`] (queries over
 //!   PostgreSQL alone run there whole) and [`crate::archive::sql_rollup`] (label
 //!   aggregates over `hdfs.logs` from the rollups).
 
 pub mod cancel;
 pub mod limits;
+pub mod text_budget;
 pub mod wire;
 
 use std::sync::Arc;
@@ -120,6 +122,7 @@ impl SqlEngine {
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        text_budget::register(&ctx);
         let catalog = ctx.catalog(CATALOG).ok_or_else(|| QueryError::internal("default catalog missing"))?;
         let add = |schema: &str, table: Arc<dyn TableProvider>| -> Result<(), QueryError> {
             let provider = Arc::new(MemorySchemaProvider::new());

@@ -46,6 +46,10 @@ def bad_request(o):
     return [] if ok else [f"expected 400 with a JSON error / INVALID_ARGUMENT, got {o.status}"]
 
 
+def answered(o):
+    return [] if o.status in (200, "OK") else [f"expected an answer, got {o.status}"]
+
+
 def timely(o):
     return []  # the generic checks already hold every answer to the timeout + 1 s
 
@@ -75,6 +79,15 @@ REGRESSION_SQL = [
     ("nested_cast_60", "SELECT " + "CAST(" * 60 + "1" + " AS BIGINT)" * 60, bad_request),
     ("nested_not_60", "SELECT " + "NOT (" * 60 + "TRUE" + ")" * 60, bad_request),
     ("nul_in_literal_postgres", "SELECT * FROM postgres.logs WHERE message = 'a\u0000b'", bad_request),
+    # A negative length per row is the empty string (it panicked with "capacity overflow").
+    ("lpad_negative_per_row_postgres", "SELECT max(length(lpad(message, (id - 9223372036854775807) % 100))) "
+                                       "FROM postgres.logs", answered),
+    ("rpad_negative_per_row_hdfs", "SELECT max(length(rpad(message, -1 - id % 5, 'x'))) FROM hdfs.logs", answered),
+    # Legal lengths whose sum over a batch is terabytes must be refused, not allocated.
+    ("lpad_terabytes_postgres", "SELECT max(length(lpad(message, 1000000000 + id * 0))) FROM postgres.logs",
+     refused_naming_a_limit),
+    ("repeat_terabytes_hdfs", "SELECT max(length(repeat(message, 100000000 + id * 0))) FROM hdfs.logs",
+     refused_naming_a_limit),
 ]
 
 
