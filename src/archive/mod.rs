@@ -18,7 +18,8 @@
 //!   [`map_json`]: a MAP `metadata` as JSON text; [`partition_time`]: the time a
 //!   partition directory covers; [`commit_log`]: Spark's list of committed files.
 //! - [`index`]: the actor that lists the directory and reads file footers.
-//! - [`rollup`]: per-file counts by label, for aggregates without a scan.
+//! - [`rollup`]: per-file counts by label, for aggregates without a scan;
+//!   [`rollup_build`]: computing them in the background, many files per query.
 //! - [`sorted_export`]: exports of time-ordered files streamed without a sort.
 //! - [`table`]: `hdfs.logs` as a DataFusion table; [`sql_rollup`]: SQL label aggregates
 //!   answered from the rollups.
@@ -29,6 +30,7 @@ pub mod layout;
 pub mod map_json;
 pub mod partition_time;
 pub mod rollup;
+mod rollup_build;
 pub mod sorted_export;
 pub mod sql_rollup;
 pub mod store;
@@ -55,7 +57,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use self::index::{ArchiveIndex, FileInfo, IndexSnapshot, Refresh, Snapshot};
 use self::layout::Strings;
-use self::rollup::{Labels, Rollups};
+use self::rollup::Rollups;
 pub use self::store::{map_df_error, open_store};
 use self::table::ArchiveTable;
 use crate::count_cache::CountCache;
@@ -215,70 +217,14 @@ impl Archive {
         Ok(df)
     }
 
-    /// Compute the rollups of listed files that have none yet (one narrow scan each).
-    /// Only `keep_rollups_warm`'s one task calls this, so builds never overlap.
-    async fn build_rollups(&self, snap: &IndexSnapshot) -> Result<(), QueryError> {
-        self.rollups.retain(&snap.files);
-        for f in self.rollups.missing(&snap.files) {
-            let df = self
-                .files_frame(snap, &[f], &Filters::default())?
-                .aggregate(vec![col("level"), col("service"), col("host")], vec![count(lit(1)).alias("count")])
-                .map_err(map_df_error)?;
-            let batches = self.executor.run(async move { df.collect().await.map_err(map_df_error) }).await?;
-            let mut counts: Vec<(Labels, i64)> = Vec::new();
-            for b in batches {
-                let labels: Vec<_> = (0..3)
-                    .map(|i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8))
-                    .collect::<Result<_, _>>()?;
-                let labels: Vec<_> = labels.iter().map(|a| a.as_string::<i32>()).collect();
-                let n = b.column(3).as_primitive::<Int64Type>();
-                for row in 0..b.num_rows() {
-                    let get = |c: usize| labels[c].is_valid(row).then(|| labels[c].value(row).to_string());
-                    counts.push(([get(0), get(1), get(2)], n.value(row)));
-                }
-            }
-            self.rollups.insert(f.meta.clone(), counts);
-        }
-        Ok(())
-    }
-
-    /// Build rollups in the background whenever the listing changes. Aggregates never
-    /// wait for them: files without a rollup yet go into the one scan with the files that
-    /// straddle a time bound, so a first aggregate over thousands of new files costs one
-    /// query, not one per file. Runs until the actix system stops.
-    pub fn keep_rollups_warm(&self, interval: Duration) {
-        let me = self.clone();
-        actix::spawn(async move {
-            let (mut built_for, mut warned_for) = (0, 0);
-            loop {
-                if let Ok(snap) = me.index.send(Snapshot).await {
-                    me.take_columns(&snap);
-                    if snap.healthy && snap.generation != built_for {
-                        match me.build_rollups(&snap).await {
-                            Ok(()) => built_for = snap.generation,
-                            // Once per listing: a file that cannot be read would otherwise
-                            // log on every retry. Queries still answer by scanning.
-                            Err(e) if warned_for != snap.generation => {
-                                warned_for = snap.generation;
-                                tracing::warn!(error = %e, "building Parquet rollups failed; retrying quietly");
-                            }
-                            Err(e) => tracing::debug!(error = %e, "building Parquet rollups failed again"),
-                        }
-                    }
-                }
-                tokio::time::sleep(interval).await;
-            }
-        });
-    }
-
     /// Row counts per value of `q.group_by` (NULL kept apart), from the rollups of files
     /// wholly inside the time range and a scan of the others. Exact: the HTTP aggregate
     /// and SQL's `GROUP BY … count(*)` over `hdfs.logs` are both answered from it.
     pub async fn group_counts(&self, q: &AggregateQuery) -> Result<Vec<(Option<String>, i64)>, QueryError> {
         let snap = self.snapshot().await?;
-        let split = self.rollups.split(&snap.files, &q.filters);
+        let split = self.rollups.split(&snap.files, &q.filters, snap.generation);
         let mut totals = std::collections::HashMap::new();
-        rollup::add_grouped(&mut totals, &split.summed, q.group_by);
+        rollup::add_grouped(&mut totals, split.rows(&q.filters), q.group_by);
         if !split.scan.is_empty() {
             let key = q.group_by.column();
             let df = self
@@ -658,8 +604,8 @@ impl LogStore for Archive {
         let f = f.clone();
         self.counts
             .exact(&key, move || async move {
-                let split = me.rollups.split(&snap.files, &f);
-                let mut n: i64 = split.summed.iter().map(|(_, c)| c).sum();
+                let split = me.rollups.split(&snap.files, &f, snap.generation);
+                let mut n: i64 = split.rows(&f).map(|(_, c)| c).sum();
                 if !split.scan.is_empty() {
                     let df = me.files_frame(&snap, &split.scan, &f)?;
                     n += me

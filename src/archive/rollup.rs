@@ -11,6 +11,7 @@
 //! always scanned, so memory stays bounded whatever the data looks like.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use object_store::path::Path as StorePath;
@@ -25,20 +26,46 @@ pub const MAX_COMBINATIONS: usize = 10_000;
 /// `(level, service, host)` of a group of rows.
 pub type Labels = [Option<String>; 3];
 
+/// Row counts per label combination, of one file or added up over several.
+pub type Summed = Arc<Vec<(Labels, i64)>>;
+
 /// Counts of one file; `None` when the file has too many combinations to keep.
-pub type FileCounts = Option<Arc<Vec<(Labels, i64)>>>;
+pub type FileCounts = Option<Summed>;
 
 #[derive(Default)]
 pub struct Rollups {
     files: Mutex<HashMap<StorePath, (ObjectMeta, FileCounts)>>,
+    /// Bumped whenever `files` changes: merged sums are reused only while it and the
+    /// listing's generation stay the same.
+    version: AtomicU64,
+    merged: Mutex<Merged>,
+}
+
+/// Sums over whole partition directories and over the whole archive, made on first use
+/// for one `(listing generation, rollup version)`. Without them an aggregate adds up
+/// every file's combinations on every request: its cost followed the file count (188
+/// hour-partition files cost four times 20 large ones), not the number of groups.
+#[derive(Default)]
+struct Merged {
+    key: (u64, u64),
+    dirs: HashMap<String, Summed>,
+    all: Option<Summed>,
 }
 
 /// How a query's files split against its time range.
 pub struct Split<'a> {
-    /// Wholly inside the range, with a rollup: answered from memory.
-    pub summed: Vec<(Labels, i64)>,
+    /// Rollups of the files wholly inside the range (per file, per directory or of the
+    /// whole archive), before label filters (see [`Split::rows`]).
+    parts: Vec<Summed>,
     /// Straddling a bound, or without a rollup: must be scanned.
     pub scan: Vec<&'a FileInfo>,
+}
+
+impl Split<'_> {
+    /// The rollup rows that match the label filters.
+    pub fn rows<'s>(&'s self, filters: &'s Filters) -> impl Iterator<Item = &'s (Labels, i64)> + 's {
+        self.parts.iter().flat_map(|p| p.iter()).filter(move |(l, _)| labels_match(l, filters))
+    }
 }
 
 impl Rollups {
@@ -57,34 +84,98 @@ impl Rollups {
     pub fn insert(&self, meta: ObjectMeta, counts: Vec<(Labels, i64)>) {
         let counts = (counts.len() <= MAX_COMBINATIONS).then(|| Arc::new(counts));
         self.files.lock().expect("rollup lock").insert(meta.location.clone(), (meta, counts));
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Forget files no longer listed.
     pub fn retain(&self, files: &[FileInfo]) {
         let listed: std::collections::HashSet<&StorePath> = files.iter().map(|f| &f.meta.location).collect();
-        self.files.lock().expect("rollup lock").retain(|k, _| listed.contains(k));
+        let mut known = self.files.lock().expect("rollup lock");
+        let before = known.len();
+        known.retain(|k, _| listed.contains(k));
+        if known.len() != before {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    /// Split `files` for `filters`: rollup rows (already filtered by label) of files wholly
-    /// inside the time range, and the files that need a scan. Files wholly outside the
-    /// range are dropped.
-    pub fn split<'a>(&self, files: &'a [FileInfo], filters: &Filters) -> Split<'a> {
+    /// Split `files` (the whole listing of `generation`) for `filters`: the rollups of
+    /// files wholly inside the time range, and the files that need a scan. Files wholly
+    /// outside the range are dropped. A directory whose files are all summed contributes
+    /// one merged rollup, and an archive without time bounds one rollup in all.
+    pub fn split<'a>(&self, files: &'a [FileInfo], filters: &Filters, generation: u64) -> Split<'a> {
         let known = self.files.lock().expect("rollup lock");
-        let mut out = Split { summed: Vec::new(), scan: Vec::new() };
-        for f in files {
-            match time_overlap(f, filters) {
-                Overlap::None => continue,
-                Overlap::Partial => out.scan.push(f),
-                Overlap::Whole => match known.get(&f.meta.location) {
-                    Some((m, Some(counts))) if *m == f.meta => {
-                        out.summed.extend(counts.iter().filter(|(l, _)| labels_match(l, filters)).cloned());
-                    }
-                    _ => out.scan.push(f),
-                },
+        let mut merged = self.merged.lock().expect("merged rollup lock");
+        let key = (generation, self.version.load(Ordering::Acquire));
+        if merged.key != key {
+            *merged = Merged { key, ..Merged::default() };
+        }
+        let unbounded = filters.start_time.is_none() && filters.end_time.is_none();
+        if let (true, Some(all)) = (unbounded, &merged.all) {
+            return Split { parts: vec![all.clone()], scan: Vec::new() };
+        }
+        let counts_of = |f: &FileInfo| match known.get(&f.meta.location) {
+            Some((m, Some(counts))) if *m == f.meta => Some(counts),
+            _ => None,
+        };
+        let mut out = Split { parts: Vec::new(), scan: Vec::new() };
+        let dirs = by_directory(files);
+        let mut whole_dirs = 0;
+        for (dir, dir_files) in &dirs {
+            let whole = |f: &&FileInfo| time_overlap(f, filters) == Overlap::Whole && counts_of(f).is_some();
+            if dir_files.iter().all(whole) {
+                whole_dirs += 1;
+                let summed = merged
+                    .dirs
+                    .entry(dir.to_string())
+                    .or_insert_with(|| merge(dir_files.iter().filter_map(|f| counts_of(f))))
+                    .clone();
+                out.parts.push(summed);
+                continue;
             }
+            for &f in dir_files {
+                match time_overlap(f, filters) {
+                    Overlap::None => continue,
+                    Overlap::Partial => out.scan.push(f),
+                    Overlap::Whole => match counts_of(f) {
+                        Some(counts) => out.parts.push(counts.clone()),
+                        None => out.scan.push(f),
+                    },
+                }
+            }
+        }
+        if unbounded && whole_dirs == dirs.len() {
+            let all = merge(out.parts.iter());
+            merged.all = Some(all.clone());
+            out.parts = vec![all];
         }
         out
     }
+}
+
+/// Files grouped by the directory that holds them, in listing order.
+fn by_directory(files: &[FileInfo]) -> Vec<(&str, Vec<&FileInfo>)> {
+    let mut dirs: Vec<(&str, Vec<&FileInfo>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for f in files {
+        let dir = f.meta.location.as_ref().rsplit_once('/').map_or("", |(d, _)| d);
+        let i = *index.entry(dir).or_insert_with(|| {
+            dirs.push((dir, Vec::new()));
+            dirs.len() - 1
+        });
+        dirs[i].1.push(f);
+    }
+    dirs
+}
+
+/// Several rollups added up per label combination.
+fn merge<'a>(parts: impl Iterator<Item = &'a Summed>) -> Summed {
+    let mut totals: HashMap<&Labels, i64> = HashMap::new();
+    for part in parts {
+        for (labels, n) in part.iter() {
+            *totals.entry(labels).or_default() += n;
+        }
+    }
+    Arc::new(totals.into_iter().map(|(l, n)| (l.clone(), n)).collect())
 }
 
 #[derive(Debug, PartialEq)]
@@ -123,7 +214,11 @@ fn labels_match(l: &Labels, f: &Filters) -> bool {
 }
 
 /// Add `rows` into per-key totals for `group_by` (a missing label is the `None` key).
-pub fn add_grouped(totals: &mut HashMap<Option<String>, i64>, rows: &[(Labels, i64)], group_by: GroupBy) {
+pub fn add_grouped<'a>(
+    totals: &mut HashMap<Option<String>, i64>,
+    rows: impl IntoIterator<Item = &'a (Labels, i64)>,
+    group_by: GroupBy,
+) {
     let i = match group_by {
         GroupBy::Level => 0,
         GroupBy::Service => 1,
@@ -175,18 +270,18 @@ mod tests {
         changed[3].meta.size = 2;
         let f =
             Filters { level: Some("ERROR".into()), start_time: Some(5.0), end_time: Some(40.0), ..Default::default() };
-        let split = r.split(&changed, &f);
+        let split = r.split(&changed, &f, 1);
         let scanned: Vec<&str> = split.scan.iter().map(|f| f.meta.location.as_ref()).collect();
         assert_eq!(scanned, vec!["a", "d"]);
-        assert_eq!(split.summed.len(), 2, "b and c, ERROR rows only");
+        assert_eq!(split.rows(&f).count(), 2, "b and c, ERROR rows only");
         let mut totals = HashMap::new();
-        add_grouped(&mut totals, &split.summed, GroupBy::Host);
+        add_grouped(&mut totals, split.rows(&f), GroupBy::Host);
         assert_eq!(totals, HashMap::from([(Some("h1".to_string()), 4)]));
         assert_eq!(r.missing(&changed).len(), 1);
 
         let outside = Filters { start_time: Some(100.0), ..Default::default() };
-        let split = r.split(&files, &outside);
-        assert!(split.summed.is_empty() && split.scan.is_empty());
+        let split = r.split(&files, &outside, 1);
+        assert!(split.rows(&outside).next().is_none() && split.scan.is_empty());
     }
 
     #[test]
@@ -212,6 +307,40 @@ mod tests {
         r.insert(f.meta.clone(), many);
         let files = vec![f];
         assert!(r.missing(&files).is_empty(), "known, just not kept");
-        assert_eq!(r.split(&files, &Filters::default()).scan.len(), 1);
+        assert_eq!(r.split(&files, &Filters::default(), 1).scan.len(), 1);
+    }
+
+    #[test]
+    fn whole_directories_and_the_whole_archive_are_summed_once_and_kept_current() {
+        let files = vec![
+            file("h=0/a", 0.0, 9.0),
+            file("h=0/b", 1.0, 9.0),
+            file("h=1/c", 10.0, 19.0),
+            file("h=1/d", 11.0, 19.0),
+        ];
+        let r = Rollups::default();
+        for f in &files[..3] {
+            r.insert(f.meta.clone(), vec![(labels("ERROR", "api", "h1"), 2), (labels("INFO", "api", "h2"), 1)]);
+        }
+        let total = |split: &Split, f: &Filters| split.rows(f).map(|(_, n)| n).sum::<i64>();
+        // h=1/d has no rollup yet: h=0 is one merged part, c a part of its own, d scanned.
+        let all = Filters::default();
+        let split = r.split(&files, &all, 1);
+        assert_eq!((split.parts.len(), split.scan.len(), total(&split, &all)), (2, 1, 9));
+        // Its rollup arrives: the whole archive becomes one part, label filters still apply.
+        r.insert(files[3].meta.clone(), vec![(labels("ERROR", "web", "h3"), 5)]);
+        let split = r.split(&files, &all, 1);
+        assert_eq!((split.parts.len(), split.scan.len(), total(&split, &all)), (1, 0, 14));
+        let errors = Filters { level: Some("ERROR".into()), ..Default::default() };
+        assert_eq!(total(&r.split(&files, &errors, 1), &errors), 11);
+        // A time range holding h=1 wholly and part of h=0: h=1 merged, a and b scanned.
+        let late = Filters { start_time: Some(5.0), ..Default::default() };
+        let split = r.split(&files, &late, 1);
+        let scanned: Vec<&str> = split.scan.iter().map(|f| f.meta.location.as_ref()).collect();
+        assert_eq!((split.parts.len(), scanned, total(&split, &late)), (1, vec!["h=0/a", "h=0/b"], 8));
+        // A new listing without h=0/a: nothing merged for the old one is reused.
+        r.retain(&files[1..]);
+        let split = r.split(&files[1..], &all, 2);
+        assert_eq!((split.parts.len(), total(&split, &all)), (1, 11));
     }
 }

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -399,6 +400,33 @@ def test_aggregate(case, name, group_by):
     got = get(case.server, LOGS + "/aggregate", p).json()["data"]
     want = [{"key": k, "count": n} for k, n in case.truth.groups(group_by, FILTERS[name])]
     assert got == want, f"{LOGS}/aggregate {p}:\n  got      {got}\n  expected {want}"
+
+
+def _wait_for_rollups(server, timeout=120):
+    """Until /ready says every file has its label rollup (they are built in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        layouts = requests.get(server.http + "/ready", timeout=30).json()["sources"]["hdfs"]["detail"]["layouts"]
+        if all(lay["fast_paths"]["label_rollups"] == lay["files"] for lay in layouts):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"rollups not built for every file within {timeout} s: {layouts}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("group_by", ["level", "service", "host"])
+@pytest.mark.parametrize("name", AGG_FILTERS)
+def test_aggregate_from_rollups(case, name, group_by):
+    """The same answers once every file has its rollup: whole partition directories and the
+    whole archive are then answered from merged rollups, straddling files by a scan."""
+    _wait_for_rollups(case.server)
+    p = params(name, group_by=group_by)
+    got = get(case.server, LOGS + "/aggregate", p).json()["data"]
+    want = [{"key": k, "count": n} for k, n in case.truth.groups(group_by, FILTERS[name])]
+    assert got == want, f"{LOGS}/aggregate {p}:\n  got      {got}\n  expected {want}"
+    p = params(name, limit=1, count="exact")
+    total = get(case.server, LOGS, p).json()["total_count"]
+    assert total == case.truth.count(FILTERS[name]), f"{LOGS} {p}: total_count {total}"
 
 
 def test_stats(case):
