@@ -26,7 +26,8 @@
 #   scripts/bench.sh many-files [FILES] [N]  FILES (default 10000) small Spark-written files of
 #                                         $BENCH_MANY_ROWS rows (default 1000000) in all: listing and
 #                                         footer time until /ready, fletch RSS, newest-100 and
-#                                         GROUP BY latency (first request and median of N)
+#                                         GROUP BY latency (first request and median of N while the
+#                                         rollups are built, then median of N once every file has one)
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -155,11 +156,28 @@ serve_archive() {
     die "fletch did not list $want files within 5 minutes; see $BENCH_DIR/server.log"
 }
 
+# Wait until /ready says every file of the served archive has its label rollup (built in
+# the background); print the seconds since $1 (a `date +%s.%N`). Bounded by 10 minutes.
+wait_for_rollups() {
+    local t0="$1" body
+    for _ in $(seq 1 3000); do
+        body="$(curl -s "$BASE/ready" || true)"
+        if python3 -c 'import json, sys
+ls = json.loads(sys.argv[1])["sources"]["hdfs"]["detail"]["layouts"]
+sys.exit(0 if all(l["fast_paths"]["label_rollups"] == l["files"] for l in ls) else 1)' "$body" 2>/dev/null; then
+            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+            return
+        fi
+        sleep 0.2
+    done
+    die "rollups not built for every file within 10 minutes; see $BENCH_DIR/server.log"
+}
+
 # "RSS N MB, peak N MB" of a process
 rss_mb() { awk '/VmRSS/ { r = int($2 / 1024) } /VmHWM/ { h = int($2 / 1024) } END { printf "RSS %d MB, peak %d MB", r, h }' "/proc/$1/status"; }
 
 cmd_spark_archive() {
-    local n="${1:-30}" src="$BENCH_DIR/parquet" dst="$BENCH_DIR/spark" stamp which dir files secs pid
+    local n="${1:-30}" src="$BENCH_DIR/parquet" dst="$BENCH_DIR/spark" stamp which dir files secs pid t0
     [[ -x "$FLETCH" && -d "$src" ]] || die "no release fletch or no $src: run scripts/bench.sh data ROWS first"
     stamp="$(ls -l --time-style=+%s "$src" | md5sum)"
     if [[ "$(cat "$dst.stamp" 2>/dev/null)" != "$stamp" ]]; then
@@ -172,11 +190,13 @@ cmd_spark_archive() {
     for which in fletch spark; do
         dir="$src"; [[ "$which" == spark ]] && dir="$dst"
         files="$(data_files "$dir")"
+        t0=$(date +%s.%N)
         secs="$(serve_archive "file://$dir" "$files")"
         pid="$(cat "$BENCH_DIR/server.pid")"
         {
             echo "$which-written archive: $files files, $(du -sh "$dir" | cut -f1); /ready after $secs s; $(rss_mb "$pid")"
-            first_url "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level (waits for rollups)"
+            first_url "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level"
+            echo "label rollups for every file $(wait_for_rollups "$t0") s after launch"
             latency_table hdfs "$n"
             echo "after the table: $(rss_mb "$pid")"
         } | tee "$BENCH_DIR/latency-$which.txt" >&2
@@ -200,11 +220,19 @@ cmd_many_files() {
             die "writing failed; see $BENCH_DIR/spark-many.log"
     fi
     files="$(data_files "$dir")"
+    local t0
+    t0=$(date +%s.%N)
     secs="$(serve_archive "file://$dir" "$files")"
     pid="$(cat "$BENCH_DIR/server.pid")"
     local sql='{"sql": "SELECT level, count(*) AS n FROM hdfs.logs GROUP BY level ORDER BY n DESC"}'
     echo "$files files, $rows rows, $(du -sh "$dir" | cut -f1): listing + footers until /ready $secs s; $(rss_mb "$pid")"
-    for step in first_url "time_url $n"; do
+    # First requests and medians while the rollups are still being built, then medians
+    # once every file has one.
+    for step in first_url "time_url $n" rollups "time_url $n"; do
+        if [[ "$step" == rollups ]]; then
+            echo "label rollups for every file $(wait_for_rollups "$t0") s after launch; $(rss_mb "$pid")"
+            continue
+        fi
         $step "$BASE/api/query/hdfs/logs?limit=100&count=none" "hdfs logs?limit=100"
         $step "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level"
         $step "$BASE/api/sql" "SQL GROUP BY level" -H 'Content-Type: application/json' -d "$sql"

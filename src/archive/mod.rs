@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use actix::Addr;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Float64Type, Int64Type};
 use async_trait::async_trait;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -74,6 +74,9 @@ const EXPORT_SLICE_ROWS: u64 = 128 * 1024;
 /// Largest slice: a slice is collected before it is sent, so this bounds memory even for
 /// a page far into the table (`offset=5000000`) or a very selective filter.
 const MAX_SLICE_ROWS: u64 = 2 * EXPORT_SLICE_ROWS;
+/// Pages up to this many rows (offset included) find their last timestamp first (see
+/// `Archive::nth_timestamp`); deeper ones read their slices whole.
+const TWO_PHASE_MAX_ROWS: u64 = 10_000;
 
 #[derive(Clone)]
 pub struct Archive {
@@ -272,13 +275,16 @@ impl Archive {
         })
     }
 
-    /// One time slice `[lo, hi)` (either bound open), sorted, at most `fetch` rows.
+    /// One time slice `[lo, hi)` (either bound open), sorted, at most `fetch` rows; only
+    /// rows up to `last` in `dir` order (see [`Archive::nth_timestamp`]) when given.
+    #[allow(clippy::too_many_arguments)]
     fn slice_frame(
         &self,
         filters: &Filters,
         dir: OrderDir,
         lo: Option<f64>,
         hi: Option<f64>,
+        last: Option<f64>,
         fetch: Option<u64>,
         columns: &SchemaRef,
     ) -> Result<DataFrame, QueryError> {
@@ -286,11 +292,52 @@ impl Archive {
         if let Some(f) = filter_expr(filters, lo, hi) {
             df = df.filter(f).map_err(map_df_error)?;
         }
+        if let Some(t) = last {
+            let ts = col("timestamp");
+            df = df
+                .filter(if dir == OrderDir::Desc { ts.gt_eq(lit(t)) } else { ts.lt_eq(lit(t)) })
+                .map_err(map_df_error)?;
+        }
         df = df.sort(vec![col("timestamp").sort(dir == OrderDir::Asc, false)]).map_err(map_df_error)?;
         if let Some(n) = fetch {
             df = df.limit(0, Some(n as usize)).map_err(map_df_error)?;
         }
         Ok(df)
+    }
+
+    /// The `n`th matching timestamp of slice `[lo, hi)` in `dir` order, when the slice
+    /// holds at least `n` matching rows: every row a page of `n` needs lies on this side of
+    /// it. Found by reading `timestamp` (and the filter's columns) alone, so the read of
+    /// the page decodes the wide columns (`message`, `metadata`) of about `n` rows. That
+    /// matters where files are not in time order (Spark's): their statistics cannot narrow
+    /// a slice, and a page of 100 rows decoded every column of several whole files.
+    async fn nth_timestamp(
+        &self,
+        filters: &Filters,
+        dir: OrderDir,
+        (lo, hi): (Option<f64>, Option<f64>),
+        n: u64,
+    ) -> Result<Option<f64>, QueryError> {
+        let mut df = self.ctx.read_table(self.table()).map_err(map_df_error)?;
+        if let Some(f) = filter_expr(filters, lo, hi) {
+            df = df.filter(f).map_err(map_df_error)?;
+        }
+        let df = df
+            .select_columns(&["timestamp"])
+            .and_then(|df| df.sort(vec![col("timestamp").sort(dir == OrderDir::Asc, false)]))
+            .and_then(|df| df.limit(0, Some(n as usize)))
+            .map_err(map_df_error)?;
+        let metrics = self.metrics.clone();
+        let batches = self.executor.run(async move { collect_counting_scan(df, &metrics).await }).await?;
+        if batches.iter().map(|b| b.num_rows() as u64).sum::<u64>() < n {
+            return Ok(None);
+        }
+        let Some(last) = batches.iter().rev().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let ts = last.column(0).as_primitive_opt::<Float64Type>();
+        // A NULL `n`th row (nulls sort last) means fewer non-null rows than `n`: no bound.
+        Ok(ts.filter(|a| a.is_valid(a.len() - 1)).map(|a| a.value(a.len() - 1)))
     }
 
     /// Rows ordered by timestamp, read slice by slice (see module docs).
@@ -311,7 +358,14 @@ impl Archive {
                 }
                 let (lo, hi) = planner.next_slice(got)?;
                 let fetch = want.map(|w| w - got);
-                let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, fetch, &columns) {
+                let last = match fetch.filter(|n| *n <= TWO_PHASE_MAX_ROWS) {
+                    Some(n) => match me.nth_timestamp(&q.filters, q.order_dir, (lo, hi), n).await {
+                        Ok(t) => t,
+                        Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
+                    },
+                    None => None,
+                };
+                let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, last, fetch, &columns) {
                     Ok(df) => df,
                     Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
                 };
