@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Reproducible benchmarks behind BENCHMARKS.md. Loopback only; every step is bounded.
 #
-#   scripts/bench.sh data ROWS            private PostgreSQL + Parquet (20 files) with ROWS rows; prints loader rows/s
+#   scripts/bench.sh data ROWS            private PostgreSQL + Parquet ($BENCH_FILES files, default 20) with
+#                                         ROWS rows; prints loader rows/s and the table's size
 #   scripts/bench.sh serve                start release fletch on the data (port 18080)
 #   scripts/bench.sh latency [N]          median/p95 of N single requests per query (default 30)
 #   scripts/bench.sh pgbench [SECONDS]    pgbench, 50 clients, the newest-100 SQL (the PostgreSQL ceiling)
+#   scripts/bench.sh pg-groupby [N]       PostgreSQL's own GROUP BY of each aggregate in the latency table
+#                                         (psql, median and max of N, default 3)
 #   scripts/bench.sh throughput           closed loop, 50 connections (tools/loadgen throughput scenarios)
 #   scripts/bench.sh scenarios MULT [TIME_SCALE]   the four k6 scenarios at MULT x VUs
 #   scripts/bench.sh export SOURCE FORMAT [LIMIT] [asc|desc]  one streamed export (default
@@ -59,15 +62,18 @@ build() {
 pg_url() { cat "$BENCH_DIR/pg/url"; }
 
 cmd_data() {
-    local rows="${1:?rows}"
+    local rows="${1:?rows}" files="${BENCH_FILES:-20}" t0
     build
     bash scripts/pg.sh start "$BENCH_DIR/pg" >/dev/null
     rm -rf "$BENCH_DIR/parquet"
-    log "loading $rows rows into PostgreSQL and file://$BENCH_DIR/parquet (20 files)"
+    log "loading $rows rows into PostgreSQL and file://$BENCH_DIR/parquet ($files files)"
     "$FLETCH" load --pg-url "$(pg_url)" --parquet "file://$BENCH_DIR/parquet" --rows "$rows" \
-        --file-rows $(( (rows + 19) / 20 )) --truncate
+        --file-rows $(( (rows + files - 1) / files )) --truncate
+    t0=$(date +%s)
     psql "$(pg_url)" -qc "VACUUM ANALYZE logs" >/dev/null
+    log "VACUUM ANALYZE took $(( $(date +%s) - t0 )) s"
     du -sh "$BENCH_DIR/parquet" >&2
+    psql "$(pg_url)" -Atc "SELECT 'PostgreSQL logs with indexes: ' || pg_size_pretty(pg_total_relation_size('logs'))" >&2
 }
 
 cmd_serve() {
@@ -247,6 +253,21 @@ peak_rss_mb() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$1/status"; }
 # "; fletch CPU N s" since an earlier cpu_seconds reading $1 of process $2.
 cpu_since() { awk -v a="$1" -v b="$(cpu_seconds "$2")" 'BEGIN { printf "; fletch CPU %.2f s\n", b - a }'; }
 
+# PostgreSQL's own GROUP BY for each aggregate the latency table asks fletch for, run by
+# psql (median and max of N), to put beside fletch's figure for the same query.
+cmd_pg_groupby() {
+    local n="${1:-3}" col filter sql
+    for col in level service host; do
+        for filter in "" "WHERE level = 'ERROR'"; do
+            sql="SELECT $col, count(*) FROM logs $filter GROUP BY $col"
+            for _ in $(seq 1 "$n"); do
+                psql "$(pg_url)" -qAt -o /dev/null -c '\timing on' -c "$sql" | grep -o 'Time: [0-9.]*' | cut -d' ' -f2
+            done | sort -n | awk -v label="$sql" '{ a[NR] = $1 } END {
+                printf "%-58s median %8.1f ms   max %8.1f ms\n", label, a[int((NR + 1) / 2)], a[NR] }'
+        done
+    done
+}
+
 cmd_pgbench() {
     local secs="${1:-30}"
     printf 'SELECT id, "timestamp", level, service, host, message, metadata::text, created_at FROM logs ORDER BY "timestamp" DESC LIMIT 100;\n' > "$BENCH_DIR/newest.sql"
@@ -367,5 +388,6 @@ case "${1:-}" in
     slow-readers) shift; cmd_slow_readers "$@" ;;
     spark-archive) shift; cmd_spark_archive "$@" ;;
     many-files) shift; cmd_many_files "$@" ;;
-    *) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    pg-groupby) shift; cmd_pg_groupby "$@" ;;
+    *) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
