@@ -277,13 +277,11 @@ impl Archive {
 
     /// One time slice `[lo, hi)` (either bound open), sorted, at most `fetch` rows; only
     /// rows up to `last` in `dir` order (see [`Archive::nth_timestamp`]) when given.
-    #[allow(clippy::too_many_arguments)]
     fn slice_frame(
         &self,
         filters: &Filters,
         dir: OrderDir,
-        lo: Option<f64>,
-        hi: Option<f64>,
+        (lo, hi): (Option<f64>, Option<f64>),
         last: Option<f64>,
         fetch: Option<u64>,
         columns: &SchemaRef,
@@ -365,7 +363,7 @@ impl Archive {
                     },
                     None => None,
                 };
-                let df = match me.slice_frame(&q.filters, q.order_dir, lo, hi, last, fetch, &columns) {
+                let df = match me.slice_frame(&q.filters, q.order_dir, (lo, hi), last, fetch, &columns) {
                     Ok(df) => df,
                     Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
                 };
