@@ -140,6 +140,9 @@ first_url() {
 # Parquet data files below a directory (not Hadoop's .crc files).
 data_files() { find "$1" -name '*.parquet' ! -name '.*' | wc -l; }
 
+# Seconds since $1 (a `date +%s.%N`), two decimals.
+seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'; }
+
 # Start fletch on one Parquet directory alone (no PostgreSQL), result cache off, and wait
 # until /ready lists WANT data files (listing + every footer read). Prints the seconds
 # from launch to that.
@@ -154,7 +157,7 @@ serve_archive() {
     for _ in $(seq 1 15000); do
         body="$(curl -s "$BASE/ready" || true)"
         if [[ "$body" == *'"status":"READY"'* && "$(grep -o '"files":[0-9]*' <<< "$body" | head -1)" == "\"files\":$want" ]]; then
-            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+            seconds_since "$t0"
             return
         fi
         sleep 0.02
@@ -171,7 +174,7 @@ wait_for_rollups() {
         if python3 -c 'import json, sys
 ls = json.loads(sys.argv[1])["sources"]["hdfs"]["detail"]["layouts"]
 sys.exit(0 if all(l["fast_paths"]["label_rollups"] == l["files"] for l in ls) else 1)' "$body" 2>/dev/null; then
-            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+            seconds_since "$t0"
             return
         fi
         sleep 0.2

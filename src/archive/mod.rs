@@ -286,10 +286,13 @@ impl Archive {
         fetch: Option<u64>,
         columns: &SchemaRef,
     ) -> Result<DataFrame, QueryError> {
-        let mut df = self.frame(columns)?;
+        // Filtered before the columns are chosen: the filter may name others.
+        let mut df = self.ctx.read_table(self.table()).map_err(map_df_error)?;
         if let Some(f) = filter_expr(filters, lo, hi) {
             df = df.filter(f).map_err(map_df_error)?;
         }
+        let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+        df = df.select_columns(&names).map_err(map_df_error)?;
         if let Some(t) = last {
             let ts = col("timestamp");
             df = df
@@ -316,15 +319,9 @@ impl Archive {
         (lo, hi): (Option<f64>, Option<f64>),
         n: u64,
     ) -> Result<Option<f64>, QueryError> {
-        let mut df = self.ctx.read_table(self.table()).map_err(map_df_error)?;
-        if let Some(f) = filter_expr(filters, lo, hi) {
-            df = df.filter(f).map_err(map_df_error)?;
-        }
-        let df = df
-            .select_columns(&["timestamp"])
-            .and_then(|df| df.sort(vec![col("timestamp").sort(dir == OrderDir::Asc, false)]))
-            .and_then(|df| df.limit(0, Some(n as usize)))
-            .map_err(map_df_error)?;
+        let logs = logs_schema();
+        let timestamp = Arc::new(logs.project(&[logs.index_of("timestamp")?])?);
+        let df = self.slice_frame(filters, dir, (lo, hi), None, Some(n), &timestamp)?;
         let metrics = self.metrics.clone();
         let batches = self.executor.run(async move { collect_counting_scan(df, &metrics).await }).await?;
         if batches.iter().map(|b| b.num_rows() as u64).sum::<u64>() < n {
@@ -356,14 +353,14 @@ impl Archive {
                 }
                 let (lo, hi) = planner.next_slice(got)?;
                 let fetch = want.map(|w| w - got);
-                let last = match fetch.filter(|n| *n <= TWO_PHASE_MAX_ROWS) {
-                    Some(n) => match me.nth_timestamp(&q.filters, q.order_dir, (lo, hi), n).await {
-                        Ok(t) => t,
-                        Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
-                    },
-                    None => None,
+                let df = async {
+                    let last = match fetch.filter(|n| *n <= TWO_PHASE_MAX_ROWS) {
+                        Some(n) => me.nth_timestamp(&q.filters, q.order_dir, (lo, hi), n).await?,
+                        None => None,
+                    };
+                    me.slice_frame(&q.filters, q.order_dir, (lo, hi), last, fetch, &columns)
                 };
-                let df = match me.slice_frame(&q.filters, q.order_dir, (lo, hi), last, fetch, &columns) {
+                let df = match df.await {
                     Ok(df) => df,
                     Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
                 };
