@@ -82,6 +82,13 @@ pub struct PostgresConfig {
     pub table: String,
     /// The table `/stats` counts as `events_count` (0 when it does not exist).
     pub events_table: String,
+    /// Keep per-(time bucket, labels) counts of the table in fletch (README, "Aggregates
+    /// over PostgreSQL"): aggregates, `total_count` and `/stats` then cost the new rows only.
+    pub rollup: bool,
+    /// How often rows above the rollup's `id` watermark are read (the freshness of answers).
+    pub rollup_refresh_ms: u64,
+    /// How often the rollup's row count is checked against `count(*)` (0: never).
+    pub rollup_verify_interval_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -97,6 +104,9 @@ impl Default for PostgresConfig {
             count_ttl_ms: 30_000,
             table: "logs".into(),
             events_table: "events".into(),
+            rollup: true,
+            rollup_refresh_ms: 1_000,
+            rollup_verify_interval_ms: 600_000,
         }
     }
 }

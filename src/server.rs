@@ -15,6 +15,7 @@ use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::postgres::rollup_keeper::RollupSettings;
 use crate::postgres::router::PgRouter;
 use crate::postgres::tables::{TableName, Tables};
 use crate::postgres::{settings_from, PgSource};
@@ -132,12 +133,18 @@ fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSo
         events: TableName::parse("postgres.events_table", &config.postgres.events_table)
             .map_err(StartError::Setting)?,
     };
-    Ok(Some(PgSource::new(
+    let source = PgSource::new(
         router,
         tables,
         Duration::from_millis(config.admission.queue_timeout_ms),
         Duration::from_millis(config.postgres.count_ttl_ms),
-    )))
+    );
+    source.keep_rollup(RollupSettings {
+        enabled: config.postgres.rollup,
+        refresh: Duration::from_millis(config.postgres.rollup_refresh_ms.max(10)),
+        verify_every: Duration::from_millis(config.postgres.rollup_verify_interval_ms),
+    });
+    Ok(Some(source))
 }
 
 fn start_archive(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Archive>, StartError> {

@@ -1,7 +1,7 @@
 //! What every store implements ([`LogStore`]): validated queries in, streams of Arrow
 //! record batches (or small typed answers) out.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -34,6 +34,24 @@ pub struct CountAnswer {
     pub kind: CountKind,
     /// How old the value is, when it came from the shared cache.
     pub age: Option<Duration>,
+}
+
+/// Aggregate groups, `(key, count)` sorted by count descending, and how current they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCounts {
+    pub groups: Vec<(String, i64)>,
+    /// The moment the counts describe, when it is not "now" (the PostgreSQL rollup).
+    pub as_of: Option<SystemTime>,
+    /// `false` while the counts are known to miss a change (deleted or updated rows the
+    /// PostgreSQL rollup is being rebuilt for).
+    pub exact: bool,
+}
+
+impl GroupCounts {
+    /// Counts computed now by the store itself.
+    pub fn current(groups: Vec<(String, i64)>) -> Self {
+        Self { groups, as_of: None, exact: true }
+    }
 }
 
 /// The source-specific fields of `/stats` (and of the Flight `stats` ticket's row).
@@ -76,8 +94,7 @@ pub trait LogStore: Send + Sync {
     fn source(&self) -> Source;
     /// Rows in the `logs` column layout, filtered, ordered and limited.
     async fn rows(&self, q: &RowsQuery) -> Result<BatchStream, QueryError>;
-    /// `(key, count)` pairs sorted by count descending.
-    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError>;
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<GroupCounts, QueryError>;
     async fn count(&self, filters: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError>;
     /// Source-specific fields of the `/stats` response.
     async fn stats(&self) -> Result<StoreStats, QueryError>;

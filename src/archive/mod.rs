@@ -66,7 +66,7 @@ use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
 use crate::query::{AggregateQuery, CountMode, Filters, OrderBy, OrderDir, RowsQuery, Source};
 use crate::schema::logs_schema;
-use crate::store::{CountAnswer, CountKind, LogStore, Readiness, StoreStats};
+use crate::store::{CountAnswer, CountKind, GroupCounts, LogStore, Readiness, StoreStats};
 use crate::stream::BatchStream;
 
 /// Rows a slice should cover when streaming an export (about one row group).
@@ -629,12 +629,12 @@ impl LogStore for Archive {
         Ok(Box::pin(skip_rows(self.stream_frame(df), 0, columns)))
     }
 
-    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<GroupCounts, QueryError> {
         let mut totals = std::collections::HashMap::new();
         for (key, n) in self.group_counts(q).await? {
             *totals.entry(key.unwrap_or_else(|| crate::schema::NULL_KEY.to_string())).or_default() += n;
         }
-        Ok(rollup::sorted(totals))
+        Ok(GroupCounts::current(rollup::sorted(totals)))
     }
 
     async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {

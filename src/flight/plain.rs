@@ -55,7 +55,7 @@ pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<Batches, Statu
         }
         PlainQuery::Aggregate(s, q) => {
             let groups = state.store(s)?.aggregate(&q).await?;
-            Ok(Batches::single(tickets::aggregate_batch(groups)?))
+            Ok(Batches::single(tickets::aggregate_batch(groups.groups)?))
         }
         PlainQuery::Stats(s) => {
             let stats = state.store(s)?.stats().await?;

@@ -26,12 +26,16 @@ pub async fn aggregate(
     let q = parse_aggregate(&map)?;
     let store = state.source(source)?;
     let (groups, info) = store.aggregate_info(&q).await?;
-    let data: Vec<_> = groups.iter().map(|(key, count)| json!({"key": key, "count": count})).collect();
+    let data: Vec<_> = groups.groups.iter().map(|(key, count)| json!({"key": key, "count": count})).collect();
     let mut body = serde_json::Map::new();
     body.insert("source".into(), source.response_name().into());
     body.insert("query_time_ms".into(), elapsed_ms(started).into());
     body.insert("group_by".into(), q.group_by.column().into());
     body.insert("data".into(), data.into());
+    body.insert("exact".into(), groups.exact.into());
+    if let Some(as_of) = groups.as_of.and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok()) {
+        body.insert("as_of".into(), ((as_of.as_secs_f64() * 1e3).round() / 1e3).into());
+    }
     add_cache_info(&mut body, info);
     Ok(HttpResponse::Ok().json(body))
 }

@@ -8,6 +8,9 @@
 //! - [`filters`]: SQL filter expressions → PostgreSQL conditions (for the SQL table);
 //!   [`table`]: `postgres.logs` as a DataFusion table; [`whole_query`]: queries over
 //!   PostgreSQL alone unparsed and run there whole.
+//! - [`rollup`]: counts per (time bucket, labels) kept in fletch; [`rollup_keeper`]: builds
+//!   them once and advances them by the rows above an `id` watermark, so aggregates,
+//!   `total_count` and `/stats` cost what the new rows cost.
 
 pub mod batches;
 pub mod connection;
@@ -15,11 +18,14 @@ pub mod errors;
 pub mod filters;
 pub mod messages;
 pub mod params;
+pub mod rollup;
+pub mod rollup_keeper;
 pub mod router;
 pub mod table;
 pub mod tables;
 pub mod whole_query;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +38,14 @@ use tokio::sync::mpsc;
 
 use self::messages::{GetStatus, PgJob, PgSettings, Submit};
 use self::params::PgParam;
+use self::rollup::TimeEdge;
+use self::rollup_keeper::{Answer, PgRollup, RollupSettings};
 use self::router::PgRouter;
 use self::tables::{TableName, Tables};
 use crate::count_cache::CountCache;
 use crate::error::QueryError;
-use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source};
-use crate::store::{CountAnswer, CountKind, LogStore, Readiness, StoreStats};
+use crate::query::{AggregateQuery, CountMode, Filters, GroupBy, RowsQuery, Source};
+use crate::store::{CountAnswer, CountKind, GroupCounts, LogStore, Readiness, StoreStats};
 use crate::stream::{receiver_stream, BatchStream};
 
 /// Columns of `logs` in the order every source returns them.
@@ -54,6 +62,9 @@ pub struct PgSource {
     tables: Arc<Tables>,
     queue_timeout: Duration,
     counts: Arc<CountCache>,
+    /// Counts older than this are not served (the rollup's too).
+    count_ttl: Duration,
+    rollup: Arc<PgRollup>,
 }
 
 /// WHERE clause for the shared filters, appending bind parameters.
@@ -95,6 +106,39 @@ pub fn rows_sql(logs: &TableName, q: &RowsQuery) -> (String, Vec<PgParam>) {
     (sql, params)
 }
 
+/// Counts of the rows in `edges` (and `f`'s labels) with `id <= watermark`, by `by`.
+fn edge_sql(
+    logs: &TableName,
+    f: &Filters,
+    edges: &[TimeEdge],
+    watermark: i64,
+    by: Option<GroupBy>,
+) -> (String, Vec<PgParam>) {
+    let labels = Filters { start_time: None, end_time: None, ..f.clone() };
+    let mut params = Vec::new();
+    let mut conds = vec![where_clause(&labels, &mut params).trim_start_matches(" WHERE ").to_string()];
+    conds.retain(|c| !c.is_empty());
+    params.push(PgParam::I64(watermark));
+    conds.push(format!("id <= ${}", params.len()));
+    let mut ranges = Vec::new();
+    for e in edges {
+        let mut r = Vec::new();
+        if let Some(lo) = e.lo {
+            params.push(PgParam::F64(lo));
+            r.push(format!("\"timestamp\" >= ${}", params.len()));
+        }
+        if let Some(hi) = e.hi {
+            params.push(PgParam::F64(hi));
+            r.push(format!("\"timestamp\" {} ${}", if e.hi_inclusive { "<=" } else { "<" }, params.len()));
+        }
+        ranges.push(if r.is_empty() { "true".to_string() } else { format!("({})", r.join(" AND ")) });
+    }
+    conds.push(format!("({})", ranges.join(" OR ")));
+    let key = by.map_or("NULL::text".to_string(), |b| format!("{}::text", b.column()));
+    let group = if by.is_some() { " GROUP BY 1" } else { "" };
+    (format!("SELECT {key} AS key, count(*) AS count FROM {} WHERE {}{group}", logs.sql(), conds.join(" AND ")), params)
+}
+
 pub fn aggregate_sql(logs: &TableName, q: &AggregateQuery) -> (String, Vec<PgParam>) {
     let mut params = Vec::new();
     let col = q.group_by.column();
@@ -108,7 +152,57 @@ pub fn aggregate_sql(logs: &TableName, q: &AggregateQuery) -> (String, Vec<PgPar
 
 impl PgSource {
     pub fn new(router: Addr<PgRouter>, tables: Tables, queue_timeout: Duration, count_ttl: Duration) -> Self {
-        Self { router, tables: Arc::new(tables), queue_timeout, counts: CountCache::new(count_ttl) }
+        Self {
+            router,
+            tables: Arc::new(tables),
+            queue_timeout,
+            counts: CountCache::new(count_ttl),
+            count_ttl,
+            rollup: PgRollup::new(),
+        }
+    }
+
+    /// Start keeping the label rollup current (see [`rollup_keeper`]).
+    pub fn keep_rollup(&self, settings: RollupSettings) {
+        rollup_keeper::keep(self.clone(), self.rollup.clone(), settings);
+    }
+
+    /// Counts by `by` (one `None` key when `by` is `None`) from the rollup plus its time
+    /// edges read from PostgreSQL, or `None` when the rollup cannot answer `f`.
+    async fn rollup_groups(
+        &self,
+        f: &Filters,
+        by: Option<GroupBy>,
+    ) -> Result<Option<(HashMap<Option<String>, i64>, Answer)>, QueryError> {
+        let Some(answer) = self.rollup.answer(f) else { return Ok(None) };
+        let mut out: HashMap<Option<String>, i64> = HashMap::new();
+        for (labels, n) in &answer.partial.counts {
+            let key = by.and_then(|by| labels[by as usize].as_deref().map(str::to_string));
+            *out.entry(key).or_default() += *n as i64;
+        }
+        if !answer.partial.edges.is_empty() {
+            let (sql, params) = edge_sql(&self.tables.logs, f, &answer.partial.edges, answer.watermark, by);
+            for b in self.collect(sql, params).await? {
+                let keys = b.column(0).as_string::<i32>();
+                let counts = b.column(1).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    let key = (!keys.is_null(i)).then(|| keys.value(i).to_string());
+                    *out.entry(key).or_default() += counts.value(i);
+                }
+            }
+        }
+        Ok(Some((out, answer)))
+    }
+
+    /// An exact `total_count` from the rollup, when it can answer, is exact (no rebuild
+    /// under way) and is no older than counts may be (`postgres.count_ttl_ms`).
+    async fn rollup_count(&self, f: &Filters) -> Result<Option<CountAnswer>, QueryError> {
+        if !self.rollup.answer(f).is_some_and(|a| a.exact && a.as_of.elapsed().unwrap_or_default() <= self.count_ttl) {
+            return Ok(None);
+        }
+        let Some((groups, answer)) = self.rollup_groups(f, None).await? else { return Ok(None) };
+        let age = answer.as_of.elapsed().unwrap_or_default();
+        Ok(Some(CountAnswer { value: Some(groups.values().sum()), kind: CountKind::Exact, age: Some(age) }))
     }
 
     /// The tables this source reads.
@@ -195,7 +289,17 @@ impl LogStore for PgSource {
         self.query(sql, params).await
     }
 
-    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<GroupCounts, QueryError> {
+        if let Some((groups, answer)) = self.rollup_groups(&q.filters, Some(q.group_by)).await? {
+            let mut groups: Vec<_> = groups
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.unwrap_or_else(|| crate::schema::NULL_KEY.to_string()), n))
+                .collect();
+            crate::schema::sort_groups(&mut groups);
+            return Ok(GroupCounts { groups, as_of: Some(answer.as_of), exact: answer.exact });
+        }
+        let as_of = std::time::SystemTime::now();
         let (sql, params) = aggregate_sql(&self.tables.logs, q);
         let mut out = Vec::new();
         for b in self.collect(sql, params).await? {
@@ -208,11 +312,16 @@ impl LogStore for PgSource {
         }
         // PostgreSQL sorted already, but ties follow its collation and NULLs go last.
         crate::schema::sort_groups(&mut out);
-        Ok(out)
+        Ok(GroupCounts { groups: out, as_of: Some(as_of), exact: true })
     }
 
     async fn count(&self, f: &Filters, mode: CountMode) -> Result<CountAnswer, QueryError> {
         let key = f.key();
+        if matches!(mode, CountMode::Exact | CountMode::Auto) {
+            if let Some(answer) = self.rollup_count(f).await? {
+                return Ok(answer);
+            }
+        }
         match mode {
             CountMode::None => Ok(CountAnswer { value: None, kind: CountKind::None, age: None }),
             CountMode::Estimate => {
@@ -232,7 +341,10 @@ impl LogStore for PgSource {
     }
 
     async fn stats(&self) -> Result<StoreStats, QueryError> {
-        let logs = {
+        let from_rollup = self.rollup_count(&Filters::default()).await?;
+        let logs = if let Some(answer) = from_rollup {
+            answer
+        } else {
             let key = Filters::default().key();
             let job = self.exact_count_job(&Filters::default());
             match self.counts.cached_or_start(&key, move || job) {
@@ -263,7 +375,11 @@ impl LogStore for PgSource {
 
     async fn readiness(&self) -> Readiness {
         match self.router.send(GetStatus).await {
-            Ok(s) => Readiness { ready: s.ready > 0, detail: serde_json::to_value(&s).unwrap_or_default() },
+            Ok(s) => {
+                let mut detail = serde_json::to_value(&s).unwrap_or_default();
+                detail["rollup"] = self.rollup.status();
+                Readiness { ready: s.ready > 0, detail }
+            }
             Err(e) => Readiness { ready: false, detail: serde_json::json!({"error": e.to_string()}) },
         }
     }

@@ -17,7 +17,7 @@ use crate::coalesce::{SingleFlight, TtlCache};
 use crate::error::QueryError;
 use crate::metrics::Metrics;
 use crate::query::{AggregateQuery, CountMode, Filters, RowsQuery, Source, MAX_PAGE_LIMIT};
-use crate::store::{CountAnswer, LogStore, Readiness, StoreStats};
+use crate::store::{CountAnswer, GroupCounts, LogStore, Readiness, StoreStats};
 use crate::stream::BatchStream;
 
 /// Where an answer came from.
@@ -65,7 +65,7 @@ impl std::ops::Deref for PageRows {
 }
 
 pub type Page = Arc<PageRows>;
-pub type Groups = Arc<Vec<(String, i64)>>;
+pub type Groups = Arc<GroupCounts>;
 pub type Stats = StoreStats;
 
 pub struct ServiceSettings {
@@ -180,6 +180,7 @@ impl SourceService {
             (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
         async move {
             let m = metrics.clone();
+            let (cache, cache_key) = (memo.clone(), key.clone());
             let (result, joined) = memo
                 .flights
                 .run(&key, move || {
@@ -187,18 +188,20 @@ impl SourceService {
                     async move {
                         let _permit = acquire(&admission, src, lane).await?;
                         m.executions.with_labels(&[src.name(), kind]).inc();
-                        super::deadline::within(budget, &m, work).await
+                        let v = super::deadline::within(budget, &m, work).await?;
+                        // Cached before the flight ends, so a request arriving in between
+                        // finds the answer rather than starting another execution.
+                        if cacheable(&v) {
+                            cache.cache.put(cache_key, v.clone());
+                        }
+                        Ok(v)
                     }
                 })
                 .await;
             if joined {
                 metrics.coalesced.with(src.name()).inc();
             }
-            let v = result?;
-            if !joined && cacheable(&v) {
-                memo.cache.put(key, v.clone());
-            }
-            Ok((v, CacheInfo { age: None }))
+            Ok((result?, CacheInfo { age: None }))
         }
     }
 
@@ -284,7 +287,7 @@ impl LogStore for SourceService {
         }
     }
 
-    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<(String, i64)>, QueryError> {
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<GroupCounts, QueryError> {
         Ok(self.aggregate_info(q).await?.0.as_ref().clone())
     }
 
