@@ -107,11 +107,30 @@ time_url() {
         printf "%-58s median %8.2f ms   p95 %8.2f ms\n", label, a[int((NR + 1) / 2)], a[int(NR * 0.95 + 0.5)] }'
 }
 
+# Wait until the PostgreSQL rollup of the running server is built; prints the seconds since
+# $1 (a `date +%s.%N`) and the rollup's own figures.
+wait_for_pg_rollup() {
+    local t0="$1" body
+    for _ in $(seq 1 6000); do
+        body="$(curl -s "$BASE/ready" || true)"
+        if [[ "$body" == *'"rollup":{'*'"state":"ready"'* ]]; then
+            echo "$(seconds_since "$t0") s after launch ($(grep -o '"rows":[0-9]*,' <<< "$body" | head -1)$(grep -o '"buckets":[0-9]*' <<< "$body" | head -1), built in $(grep -o '"last_build_ms":[0-9]*' <<< "$body" | cut -d: -f2) ms)"
+            return
+        fi
+        sleep 0.2
+    done
+    die "PostgreSQL rollup not built within 20 minutes; see $BENCH_DIR/server.log"
+}
+
 cmd_latency() {
-    local n="${1:-30}"
+    local n="${1:-30}" t0
     # Caches would turn this into a cache benchmark: each request gets a fresh query by
     # disabling the result cache on a dedicated server instance.
+    t0=$(date +%s.%N)
     cmd_serve --set cache.ttl_ms=0
+    first_url "$BASE/api/query/postgres/logs/aggregate?group_by=level" "postgres aggregate group_by=level, rollup not built"
+    echo "PostgreSQL rollup built $(wait_for_pg_rollup "$t0"); $(rss_mb "$(cat "$BENCH_DIR/server.pid")")"
+    first_url "$BASE/api/query/postgres/logs/aggregate?group_by=service" "postgres aggregate group_by=service, rollup built"
     for src in postgres hdfs; do
         latency_table "$src" "$n"
     done
@@ -283,13 +302,31 @@ cmd_throughput() {
 
 cmd_scenarios() {
     local mult="${1:?multiplier}" scale="${2:-1}"
-    local rss_log="$BENCH_DIR/rss-scenarios-${mult}x.log"
+    local rss_log="$BENCH_DIR/rss-scenarios-${mult}x.log" pid fletch0 pg0 machine0
+    pid="$(cat "$BENCH_DIR/server.pid")"
+    log "PostgreSQL rollup ready $(wait_for_pg_rollup "$(date +%s.%N)") (waited for)"
+    fletch0="$(cpu_seconds "$pid")" pg0="$(postgres_cpu_seconds)" machine0="$(machine_cpu_seconds)"
     sample_rss "$rss_log" &
     local sampler=$!
-    "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario postgres_logs,postgres_aggregate,hdfs_logs,hdfs_aggregate \
+    # `times` in the subshell: the load generator's own CPU time (user, then system).
+    ( "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario postgres_logs,postgres_aggregate,hdfs_logs,hdfs_aggregate \
         --vu-mult "$mult" --time-scale "$scale" --json "$BENCH_DIR/scenarios-${mult}x.json" || true
+      times | tail -1 | sed 's/^/load generator CPU user, system: /' >&2 )
     kill "$sampler" 2>/dev/null || true
     log "fletch peak RSS during the run: $(sort -n "$rss_log" | tail -1) kB"
+    log "CPU seconds during the run: fletch $(awk -v a="$fletch0" -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.1f", b - a }'), PostgreSQL $(awk -v a="$pg0" -v b="$(postgres_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }'), the whole machine $(awk -v a="$machine0" -v b="$(machine_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }')"
+}
+
+# CPU-seconds the whole machine has been busy (every core; /proc/stat, idle and iowait excluded).
+machine_cpu_seconds() { awk '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /proc/stat; }
+
+# CPU-seconds of the bench PostgreSQL: the postmaster, its live processes and the ones that
+# ended (the postmaster's children times).
+postgres_cpu_seconds() {
+    local pm; pm="$(head -1 "$BENCH_DIR/pg/data/postmaster.pid")"
+    { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat"
+      for c in $(pgrep -P "$pm"); do awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null; done
+    } | awk '{ s += $1 } END { printf "%.2f\n", s / 100 }'
 }
 
 sample_rss() {
