@@ -308,11 +308,17 @@ cmd_scenarios() {
     fletch0="$(cpu_seconds "$pid")" pg0="$(postgres_cpu_seconds)" machine0="$(machine_cpu_seconds)"
     sample_rss "$rss_log" &
     local sampler=$!
-    # `times` in the subshell: the load generator's own CPU time (user, then system).
-    ( "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario postgres_logs,postgres_aggregate,hdfs_logs,hdfs_aggregate \
-        --vu-mult "$mult" --time-scale "$scale" --json "$BENCH_DIR/scenarios-${mult}x.json" || true
-      times | tail -1 | sed 's/^/load generator CPU user, system: /' >&2 )
+    "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario postgres_logs,postgres_aggregate,hdfs_logs,hdfs_aggregate \
+        --vu-mult "$mult" --time-scale "$scale" --json "$BENCH_DIR/scenarios-${mult}x.json" &
+    # The load generator's own CPU time: its last reading before it exits (within 1 s).
+    local lg=$! lg_cpu=0
+    while kill -0 "$lg" 2>/dev/null; do
+        lg_cpu="$(cpu_seconds "$lg" 2>/dev/null || echo "$lg_cpu")"
+        sleep 1
+    done
+    wait "$lg" || true
     kill "$sampler" 2>/dev/null || true
+    log "load generator CPU seconds: $lg_cpu"
     log "fletch peak RSS during the run: $(sort -n "$rss_log" | tail -1) kB"
     log "CPU seconds during the run: fletch $(awk -v a="$fletch0" -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.1f", b - a }'), PostgreSQL $(awk -v a="$pg0" -v b="$(postgres_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }'), the whole machine $(awk -v a="$machine0" -v b="$(machine_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }')"
 }
