@@ -167,14 +167,14 @@ impl PgSource {
         rollup_keeper::keep(self.clone(), self.rollup.clone(), settings);
     }
 
-    /// Counts by `by` (one `None` key when `by` is `None`) from the rollup plus its time
-    /// edges read from PostgreSQL, or `None` when the rollup cannot answer `f`.
+    /// Counts by `by` (one `None` key when `by` is `None`): the rollup's `answer` to `f`
+    /// plus its time edges read from PostgreSQL.
     async fn rollup_groups(
         &self,
         f: &Filters,
         by: Option<GroupBy>,
-    ) -> Result<Option<(HashMap<Option<String>, i64>, Answer)>, QueryError> {
-        let Some(answer) = self.rollup.answer(f) else { return Ok(None) };
+        answer: &Answer,
+    ) -> Result<HashMap<Option<String>, i64>, QueryError> {
         let mut out: HashMap<Option<String>, i64> = HashMap::new();
         for (labels, n) in &answer.partial.counts {
             let key = by.and_then(|by| labels[by as usize].as_deref().map(str::to_string));
@@ -191,18 +191,18 @@ impl PgSource {
                 }
             }
         }
-        Ok(Some((out, answer)))
+        Ok(out)
     }
 
     /// An exact `total_count` from the rollup, when it can answer, is exact (no rebuild
     /// under way) and is no older than counts may be (`postgres.count_ttl_ms`).
     async fn rollup_count(&self, f: &Filters) -> Result<Option<CountAnswer>, QueryError> {
-        if !self.rollup.answer(f).is_some_and(|a| a.exact && a.as_of.elapsed().unwrap_or_default() <= self.count_ttl) {
+        let age = |a: &Answer| a.as_of.elapsed().unwrap_or_default();
+        let Some(answer) = self.rollup.answer(f).filter(|a| a.exact && age(a) <= self.count_ttl) else {
             return Ok(None);
-        }
-        let Some((groups, answer)) = self.rollup_groups(f, None).await? else { return Ok(None) };
-        let age = answer.as_of.elapsed().unwrap_or_default();
-        Ok(Some(CountAnswer { value: Some(groups.values().sum()), kind: CountKind::Exact, age: Some(age) }))
+        };
+        let groups = self.rollup_groups(f, None, &answer).await?;
+        Ok(Some(CountAnswer { value: Some(groups.values().sum()), kind: CountKind::Exact, age: Some(age(&answer)) }))
     }
 
     /// The tables this source reads.
@@ -290,7 +290,8 @@ impl LogStore for PgSource {
     }
 
     async fn aggregate(&self, q: &AggregateQuery) -> Result<GroupCounts, QueryError> {
-        if let Some((groups, answer)) = self.rollup_groups(&q.filters, Some(q.group_by)).await? {
+        if let Some(answer) = self.rollup.answer(&q.filters) {
+            let groups = self.rollup_groups(&q.filters, Some(q.group_by), &answer).await?;
             let mut groups: Vec<_> = groups
                 .into_iter()
                 .filter(|(_, n)| *n > 0)

@@ -38,6 +38,8 @@ pub const GAP_TTL: Duration = Duration::from_secs(600);
 const BUILD_TAIL_IDS: i64 = 10_000;
 /// Ids per advance query, which also lists the missing ids (so sorts them).
 const ADVANCE_CHUNK_IDS: i64 = 200_000;
+/// Extra wait after PostgreSQL refused a rollup query (missing table or column).
+const SQL_ERROR_PAUSE: Duration = Duration::from_secs(30);
 /// Gaps remembered at most (the newest are kept).
 const MAX_GAPS: usize = 1_000;
 /// The label columns as every rollup query reads them.
@@ -169,10 +171,15 @@ impl Keeper {
                     return;
                 }
                 Err(KeepError::Query(e)) => {
-                    // PostgreSQL down or busy: keep what we have, try again next tick.
+                    // PostgreSQL down or busy: keep what we have, try again next tick. A
+                    // table that does not fit (yet: the backend may create it later) is
+                    // tried again less often.
                     if !warned {
                         tracing::warn!(error = %e, "PostgreSQL rollup could not advance; retrying");
                         warned = true;
+                    }
+                    if matches!(e, QueryError::Sql(_)) {
+                        tokio::time::sleep(SQL_ERROR_PAUSE).await;
                     }
                     self.rollup.with(|s| s.reason = Some(e.to_string()));
                 }
