@@ -48,6 +48,8 @@ pub struct Running {
     pub drain: Drain,
     /// How long work under way may take once draining began (`http.shutdown_grace_ms`).
     pub grace: Duration,
+    /// How long a draining process keeps accepting first (`http.shutdown_delay_ms`).
+    pub delay: Duration,
     /// Stops Flight when the server is dropped ([`crate::shutdown`] stops it first).
     pub(crate) flight: Option<crate::flight::FlightServer>,
 }
@@ -118,7 +120,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http_addr = server.addrs()[0];
     let server = server.run();
     tracing::info!(%http_addr, "fletch HTTP listening");
-    Ok(Running { http_addr, server, metrics, flight_addr, drain, grace, flight })
+    let delay = Duration::from_millis(config.http.shutdown_delay_ms);
+    Ok(Running { http_addr, server, metrics, flight_addr, drain, grace, delay, flight })
 }
 
 /// Arrow Flight / Flight SQL (see [`crate::flight`]) on `[flight] listen`, unless empty.

@@ -2,7 +2,9 @@
 //! balancer (a rolling update, a scale-down, a node drain).
 //!
 //! On SIGTERM (or SIGINT) the process, in this order:
-//! 1. answers 503 on `/ready` (a balancer's health check takes the replica out);
+//! 1. answers 503 on `/ready` (a balancer's health check takes the replica out), and
+//!    serves as before for `http.shutdown_delay_ms` (0 by default) so the balancer can
+//!    notice;
 //! 2. stops accepting connections on the HTTP and Flight ports: a balancer's new
 //!    connections are refused and go to another replica;
 //! 3. lets requests and streams under way finish — responses on kept-alive HTTP
@@ -22,20 +24,30 @@ use crate::server::{Running, StartError};
 pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Run)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Run)?;
-    let Running { server, drain, grace, flight, .. } = running;
+    let Running { server, drain, grace, delay, flight, .. } = running;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
     let name = tokio::select! {
         result = &mut server => return result.map_err(StartError::Run),
         name = next(&mut term, &mut int) => name,
     };
-    let began = Instant::now();
     drain.begin();
     tracing::info!(
         signal = name,
+        delay_ms = delay.as_millis() as u64,
         grace_ms = grace.as_millis() as u64,
-        "draining: /ready answers 503, no new connections; requests and streams under way may finish"
+        "draining: /ready answers 503; after the delay no new connections; work under way may finish"
     );
+    if !delay.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            name = next(&mut term, &mut int) => {
+                tracing::warn!(signal = name, "signalled again: stopping now");
+                return Ok(());
+            }
+        }
+    }
+    let began = Instant::now();
     // Sends the stop now; the server future below resolves once its workers are done.
     let stopping = handle.stop(true);
     let http = async {
@@ -53,7 +65,14 @@ pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
     tokio::select! {
         (result, ()) = futures::future::join(http, flight) => {
             result.map_err(StartError::Run)?;
-            tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+            let elapsed_ms = began.elapsed().as_millis() as u64;
+            // actix and Flight end what still runs at the grace period and report success
+            // either way; only the clock tells the two apart.
+            if began.elapsed() >= grace {
+                tracing::warn!(elapsed_ms, "grace period reached: connections still open then were closed; exiting");
+            } else {
+                tracing::info!(elapsed_ms, "drained; exiting");
+            }
         }
         name = next(&mut term, &mut int) => {
             tracing::warn!(signal = name, "signalled again: stopping now, cutting what still runs");
