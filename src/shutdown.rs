@@ -24,7 +24,7 @@ use crate::server::{Running, StartError};
 pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Run)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Run)?;
-    let Running { server, drain, grace, delay, flight, .. } = running;
+    let Running { server, drain, grace, delay, flight, metrics, .. } = running;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
     let name = tokio::select! {
@@ -32,6 +32,7 @@ pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
         name = next(&mut term, &mut int) => name,
     };
     drain.begin();
+    metrics.draining.store(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         signal = name,
         delay_ms = delay.as_millis() as u64,
