@@ -10,6 +10,7 @@
 #   scripts/setup.sh haproxy   HAProxy (Debian package) for the replica test
 #   scripts/setup.sh helm      helm (Go module, built once into $FLETCH_CACHE/go/bin) for deploy/
 #   scripts/setup.sh all       everything above (the default)
+#   scripts/setup.sh image     podman, buildah, debootstrap, runc for deploy/build-image.sh (not in all)
 # Several parts may be given: scripts/setup.sh pg python
 #
 # Environment:
@@ -29,7 +30,7 @@ DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 export DEBIAN_FRONTEND=noninteractive
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -163,6 +164,12 @@ part_haproxy() {
     log "HAProxy ok: $(haproxy -v 2>/dev/null | head -n1)"
 }
 
+part_image() {
+    # runc: crun refuses cgroups in hybrid mode, which some hosts (and VMs) still use.
+    apt_install podman buildah debootstrap runc
+    log "image tools ok: $(podman --version), $(buildah --version | cut -d' ' -f1-3)"
+}
+
 # helm lints and renders deploy/helm/fletch in scripts/test.sh. It is built from its Go
 # module once (about 2 minutes and 1.7 GB of Go caches when they are cold) and kept with a
 # stamp naming the version, since `helm version` of a `go install` build omits the patch.
@@ -189,7 +196,7 @@ parts=("$@")
 [[ ${#parts[@]} -gt 0 ]] || parts=(all)
 for p in "${parts[@]}"; do
     case "$p" in
-        pg|java|minidfs|jars|python|haproxy|helm|all) ;;
+        pg|java|minidfs|jars|python|haproxy|helm|image|all) ;;
         -h|--help|help) usage ;;
         *) log "unknown part '$p'"; usage ;;
     esac
@@ -205,6 +212,7 @@ for p in "${parts[@]}"; do
         python) part_python ;;
         haproxy) part_haproxy ;;
         helm) part_helm ;;
+        image) part_image ;;
         all) part_pg; part_java; part_minidfs; part_jars; part_python; part_haproxy; part_helm ;;
     esac
 done
