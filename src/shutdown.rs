@@ -60,8 +60,8 @@ pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
             f.shutdown(grace).await;
         }
     };
-    // actix and Flight each end by the grace period; this bound only guards against a
-    // part that does not (a second earlier, a second later than its own timer).
+    // actix (in whole seconds, checked once a second) and Flight each stop by the grace
+    // period on their own; this later bound only guards against a part that does not.
     let bound = grace + Duration::from_secs(2);
     tokio::select! {
         (result, ()) = futures::future::join(http, flight) => {
