@@ -1,49 +1,24 @@
-//! Whether this process is draining: set once when it is told to stop, read by `/ready`
-//! (a load balancer then sends new work to other replicas) and by the shutdown sequence.
+//! Whether this process is draining: set once when it is told to stop (by
+//! [`crate::shutdown`]), read by `/ready`, so a load balancer sends new work to other
+//! replicas.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::Notify;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Default)]
 pub struct Drain {
-    inner: Arc<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    draining: AtomicBool,
-    since: std::sync::OnceLock<Instant>,
-    began: Notify,
+    since: Arc<OnceLock<Instant>>,
 }
 
 impl Drain {
-    /// Start draining (idempotent). `/ready` answers 503 from now on.
+    /// Start draining; `/ready` answers 503 from now on. Later calls change nothing.
     pub fn begin(&self) {
-        let _ = self.inner.since.set(Instant::now());
-        if !self.inner.draining.swap(true, Ordering::AcqRel) {
-            self.inner.began.notify_waiters();
-        }
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.inner.draining.load(Ordering::Acquire)
+        let _ = self.since.set(Instant::now());
     }
 
     /// How long ago draining began, if it has.
-    pub fn elapsed(&self) -> Option<std::time::Duration> {
-        self.inner.since.get().map(Instant::elapsed)
-    }
-
-    /// Resolves once draining has begun.
-    pub async fn began(&self) {
-        let notified = self.inner.began.notified();
-        if self.is_draining() {
-            return;
-        }
-        notified.await;
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.since.get().map(Instant::elapsed)
     }
 }
 
@@ -51,20 +26,14 @@ impl Drain {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn waiters_wake_when_draining_begins() {
+    #[test]
+    fn begins_once_and_every_clone_sees_it() {
         let d = Drain::default();
-        assert!(!d.is_draining() && d.elapsed().is_none());
-        let waiter = tokio::spawn({
-            let d = d.clone();
-            async move { d.began().await }
-        });
-        tokio::task::yield_now().await;
+        let seen_by_http = d.clone();
+        assert!(seen_by_http.elapsed().is_none());
         d.begin();
+        std::thread::sleep(Duration::from_millis(20));
         d.begin();
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
-        assert!(d.is_draining() && d.elapsed().is_some());
-        // Already draining: returns at once.
-        d.began().await;
+        assert!(seen_by_http.elapsed().unwrap() >= Duration::from_millis(20));
     }
 }
