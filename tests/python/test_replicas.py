@@ -244,6 +244,9 @@ def test_sigterm_under_load_fails_nothing(replicas, balancer, pg, workdir):
     [s] = run["scenarios"]
     summary = s["summary"]
     assert summary["requests"] > 100, lg_log.read_text()
+    # 503s are allowed: while the two slow streams run, their UNION ALL scans hold most of
+    # replica 1's PostgreSQL connections, and a few pages there wait past the queue
+    # timeout (runs here saw 2-4 of about 75,000, all from replica 1 before it stopped).
     for key in ("non_503_errors", "count_503_missing_retry_after", "transport_errors", "timeouts", "bad_bodies"):
         assert summary[key] == 0, f"{key}: {json.dumps(summary, indent=1)}\n{lg_log.read_text()[-3000:]}"
     print(f"replica 1 exited {exited:.1f} s after SIGTERM; export done {export['done_at'] - sent:.1f} s after; "
