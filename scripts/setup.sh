@@ -7,13 +7,17 @@
 #   scripts/setup.sh minidfs   java + build tools/minidfs (fetches Hadoop's jars into ~/.m2)
 #   scripts/setup.sh jars      java + Flight SQL JDBC driver into $FLETCH_CACHE/jars
 #   scripts/setup.sh python    Python venv at $FLETCH_CACHE/venv (scripts/requirements-test.txt)
+#   scripts/setup.sh haproxy   HAProxy (Debian package) for the replica test
+#   scripts/setup.sh helm      helm (Go module, built once into $FLETCH_CACHE/go/bin) for deploy/
 #   scripts/setup.sh all       everything above (the default)
+#   scripts/setup.sh image     podman, buildah, debootstrap, runc for deploy/build-image.sh (not in all)
 # Several parts may be given: scripts/setup.sh pg python
 #
 # Environment:
 #   FLETCH_CACHE                 /var/cache/fletch (venv/, jars/, minidfs/, logs)
 #   FLETCH_PYTHON                python3 (interpreter used to create the venv)
 #   FLIGHT_SQL_JDBC_VERSION      18.3.0
+#   HELM_VERSION                 v4.3.2 (helm.sh/helm/v4)
 #   MAVEN_REPO                   Maven local repository (default ~/.m2/repository)
 set -euo pipefail
 FLETCH_LOG_TAG=setup
@@ -21,11 +25,12 @@ FLETCH_LOG_TAG=setup
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FLIGHT_SQL_JDBC_VERSION="${FLIGHT_SQL_JDBC_VERSION:-18.3.0}"
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 export DEBIAN_FRONTEND=noninteractive
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -154,12 +159,44 @@ part_python() {
     log "Python venv ok: $venv (pyarrow $("$venv/bin/python" -c 'import pyarrow; print(pyarrow.__version__)'), pyspark $("$venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'))"
 }
 
+part_haproxy() {
+    apt_install haproxy
+    log "HAProxy ok: $(haproxy -v 2>/dev/null | head -n1)"
+}
+
+part_image() {
+    # runc: crun refuses cgroups in hybrid mode, which some hosts (and VMs) still use.
+    apt_install podman buildah debootstrap runc
+    log "image tools ok: $(podman --version), $(buildah --version | cut -d' ' -f1-3)"
+}
+
+# helm lints and renders deploy/helm/fletch in scripts/test.sh. It is built from its Go
+# module once (about 2 minutes and 1.7 GB of Go caches when they are cold) and kept with a
+# stamp naming the version, since `helm version` of a `go install` build omits the patch.
+part_helm() {
+    local gobin="$FLETCH_CACHE/go/bin"
+    local stamp="$gobin/.helm-$HELM_VERSION"
+    if [[ -x "$gobin/helm" && -f "$stamp" ]]; then
+        log "helm ok: $gobin/helm ($HELM_VERSION)"
+        return 0
+    fi
+    command -v go >/dev/null || die "go not found: it builds helm"
+    log "building helm $HELM_VERSION (go install helm.sh/helm/v4/cmd/helm; once)"
+    local t0=$SECONDS
+    mkdir -p "$gobin"
+    rm -f "$gobin"/.helm-*
+    GOBIN="$gobin" GOFLAGS=-mod=mod go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2 \
+        || die "go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION failed"
+    touch "$stamp"
+    log "helm ok: $gobin/helm ($HELM_VERSION, built in $((SECONDS - t0)) s)"
+}
+
 # ------------------------------------------------------------------ main
 parts=("$@")
 [[ ${#parts[@]} -gt 0 ]] || parts=(all)
 for p in "${parts[@]}"; do
     case "$p" in
-        pg|java|minidfs|jars|python|all) ;;
+        pg|java|minidfs|jars|python|haproxy|helm|image|all) ;;
         -h|--help|help) usage ;;
         *) log "unknown part '$p'"; usage ;;
     esac
@@ -173,7 +210,10 @@ for p in "${parts[@]}"; do
         minidfs) part_minidfs ;;
         jars) part_jars ;;
         python) part_python ;;
-        all) part_pg; part_java; part_minidfs; part_jars; part_python ;;
+        haproxy) part_haproxy ;;
+        helm) part_helm ;;
+        image) part_image ;;
+        all) part_pg; part_java; part_minidfs; part_jars; part_python; part_haproxy; part_helm ;;
     esac
 done
 log "done in $((SECONDS - t0))s (FLETCH_CACHE=$FLETCH_CACHE)"

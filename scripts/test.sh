@@ -11,6 +11,8 @@
 #      fuzz suite           ~5,000 hostile requests over HTTP, Flight and Flight SQL
 #                           (tests/fuzz/run.sh; fixed seed + a fresh one it prints)
 #   4. load smoke           every k6 scenario for a few seconds through tools/loadgen
+#   5. Kubernetes chart     helm lint --strict + helm template of deploy/helm/fletch, the
+#                           rendered fletch.toml checked against config/ (check_chart.py)
 # Everything it starts is stopped on exit. Build output is cached outside the clone
 # (CARGO_TARGET_DIR, default /var/cache/fletch-target).
 set -euo pipefail
@@ -93,6 +95,22 @@ base="$(grep -o 'http://[0-9.:]*' "$port_file" | head -n1)"
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 server_pid=""
+
+step "Kubernetes chart (helm lint --strict, helm template)"
+helm="$FLETCH_CACHE/go/bin/helm"
+chart=deploy/helm/fletch
+chart_ok=1
+# The defaults, and the variant that replaces the old Query API's NodePort with an
+# existing Secret and a fixed replica count.
+for variant in "" "--set service.type=NodePort --set autoscaling.enabled=false --set secret.create=false --set secret.existingSecret=fletch-tokens"; do
+    # shellcheck disable=SC2086  # the variant is a list of flags
+    "$helm" lint --strict "$chart" $variant || chart_ok=0
+    # shellcheck disable=SC2086
+    "$helm" template fletch "$chart" --namespace log-pipeline $variant > "$work/chart.yaml" \
+        && python3 scripts/check_chart.py < "$work/chart.yaml" || chart_ok=0
+done
+grep -q "nodePort: 30801" <("$helm" template fletch "$chart" --set service.type=NodePort) || chart_ok=0
+[[ $chart_ok -eq 1 ]] || failed+=("Kubernetes chart")
 
 if (( ${#failed[@]} )); then
     log "FAILED: ${failed[*]}"

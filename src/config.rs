@@ -37,11 +37,15 @@ pub struct HttpConfig {
     pub listen: String,
     /// actix-web worker threads; 0 = one per core.
     pub workers: usize,
+    /// After SIGTERM, how long requests and streams under way may take to finish.
+    pub shutdown_grace_ms: u64,
+    /// After SIGTERM, how long to keep accepting (answering 503 on `/ready`) first.
+    pub shutdown_delay_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), workers: 0 }
+        Self { listen: "127.0.0.1:8080".into(), workers: 0, shutdown_grace_ms: 30_000, shutdown_delay_ms: 0 }
     }
 }
 

@@ -98,7 +98,7 @@ pub fn run(args: DemoOptions, mut config: crate::config::Config) -> Result<(), D
         println!("\nfletch demo is up: http://{}", running.http_addr);
         println!("  postgres: {}\n  parquet:  {}\n", config.postgres.url, config.parquet.url);
         println!("{}", examples(&running.http_addr.to_string()));
-        running.server.await.map_err(crate::server::StartError::Run)
+        crate::shutdown::serve_until_signal(running).await
     });
 
     if args.keep {

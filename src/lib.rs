@@ -22,6 +22,7 @@
 //! - [`count_cache`]: exact counts shared by all requests and refreshed in the background.
 //! - [`auth`]: optional static bearer tokens.
 //! - [`encode`]: record batches → JSON / NDJSON / CSV / Arrow IPC bytes, batch by batch.
+//! - [`drain`]: whether the process is stopping (read by `/ready`).
 //!
 //! The stores, one folder each:
 //! - [`postgres`]: connection actors and their router, Arrow conversion, bind parameters,
@@ -40,6 +41,8 @@
 //!
 //! The process:
 //! - [`server`]: builds every component from a config and runs it.
+//! - [`shutdown`]: on SIGTERM, not-ready at once, no new connections, work under way
+//!   finishes within a grace period, then exit.
 //! - [`load`]: synthetic log generation and bulk loading (`fletch load`).
 //! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
 //! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
@@ -48,6 +51,7 @@ pub(crate) mod auth;
 pub(crate) mod coalesce;
 pub mod config;
 pub(crate) mod count_cache;
+pub mod drain;
 pub(crate) mod encode;
 pub(crate) mod error;
 pub(crate) mod executor;
@@ -70,3 +74,4 @@ pub mod cli;
 pub mod demo;
 pub mod load;
 pub mod server;
+pub mod shutdown;

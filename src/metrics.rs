@@ -134,6 +134,11 @@ pub struct Metrics {
     pub hdfs_orphan_files: AtomicI64,
     /// Archive files left out because they cannot be read as `logs`.
     pub hdfs_skipped_files: AtomicI64,
+    /// Archive files listed, and those whose label rollup is built.
+    pub hdfs_files: AtomicI64,
+    pub hdfs_rollup_files: AtomicI64,
+    /// 1 once the process is draining (see `crate::shutdown`).
+    pub draining: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -158,6 +163,9 @@ impl Default for Metrics {
             hdfs_up: AtomicI64::new(0),
             hdfs_orphan_files: AtomicI64::new(0),
             hdfs_skipped_files: AtomicI64::new(0),
+            hdfs_files: AtomicI64::new(0),
+            hdfs_rollup_files: AtomicI64::new(0),
+            draining: AtomicI64::new(0),
         }
     }
 }
@@ -271,6 +279,13 @@ impl Metrics {
                 "Archive files that cannot be read as logs, ignored.",
                 &self.hdfs_skipped_files,
             ),
+            ("fletch_hdfs_files", "Archive files listed and read as logs.", &self.hdfs_files),
+            (
+                "fletch_hdfs_rollup_files",
+                "Archive files whose label counts are built (aggregates skip scanning them).",
+                &self.hdfs_rollup_files,
+            ),
+            ("fletch_draining", "1 once the process has been told to stop and is draining.", &self.draining),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
         }

@@ -11,6 +11,7 @@ use crate::archive::index::ArchiveIndex;
 use crate::archive::{open_store, partition_time, Archive};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
 use crate::http;
@@ -44,8 +45,14 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The Arrow Flight / Flight SQL port, when `[flight] listen` is set.
     pub flight_addr: Option<SocketAddr>,
-    /// Stops Flight when the server is dropped.
-    _flight: Option<crate::flight::FlightServer>,
+    /// Set when the process begins to stop; `/ready` reads it.
+    pub drain: Drain,
+    /// How long work under way may take once draining began (`http.shutdown_grace_ms`).
+    pub grace: Duration,
+    /// How long a draining process keeps accepting first (`http.shutdown_delay_ms`).
+    pub delay: Duration,
+    /// Stops Flight when the server is dropped ([`crate::shutdown`] stops it first).
+    pub(crate) flight: Option<crate::flight::FlightServer>,
 }
 
 fn cores() -> usize {
@@ -82,10 +89,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let flight = start_flight(&config, &service)?;
     let flight_addr = flight.as_ref().map(|f| f.addr);
     let state = web::Data::from(service);
+    let drain = Drain::default();
+    let drain_state = web::Data::new(drain.clone());
+    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(drain_state.clone())
             .wrap(from_fn(http::guard))
             .wrap(from_fn(http::observe))
             .configure(http::routes)
@@ -101,13 +112,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .workers(workers)
     .backlog(4096)
     .max_connections(50_000)
-    .shutdown_timeout(5)
+    // Stopping is `crate::shutdown`'s: it marks the process not-ready before the listener
+    // closes. actix counts its grace in whole seconds and checks once a second.
+    .disable_signals()
+    .shutdown_timeout(grace.as_millis().div_ceil(1000) as u64)
     .bind(&config.http.listen)
     .map_err(|source| StartError::Bind { addr: config.http.listen.clone(), source })?;
     let http_addr = server.addrs()[0];
     let server = server.run();
     tracing::info!(%http_addr, "fletch HTTP listening");
-    Ok(Running { http_addr, server, metrics, flight_addr, _flight: flight })
+    let delay = Duration::from_millis(config.http.shutdown_delay_ms);
+    Ok(Running { http_addr, server, metrics, flight_addr, drain, grace, delay, flight })
 }
 
 /// Arrow Flight / Flight SQL (see [`crate::flight`]) on `[flight] listen`, unless empty.
@@ -198,7 +213,8 @@ pub fn lane_limits(config: &Config) -> Vec<((Source, Lane), LaneLimits)> {
     ]
 }
 
-/// Run until the process is told to stop (SIGINT/SIGTERM).
+/// Run until the process is told to stop (SIGTERM/SIGINT), then drain (see
+/// [`crate::shutdown`]).
 pub fn run_blocking(config: Config) -> Result<(), StartError> {
     actix_web::rt::System::new().block_on(async move {
         let running = start(config).await?;
@@ -206,6 +222,6 @@ pub fn run_blocking(config: Config) -> Result<(), StartError> {
         if let Some(addr) = running.flight_addr {
             println!("fletch Flight / Flight SQL: grpc://{addr}");
         }
-        running.server.await.map_err(StartError::Run)
+        crate::shutdown::serve_until_signal(running).await
     })
 }

@@ -35,6 +35,8 @@ if [[ -z "${FLETCH_BIN:-}" ]]; then
 fi
 
 cd "$suite"
+# Helpers shared by the suites (tests/flight_sql_wire.py).
+export PYTHONPATH="$root/tests${PYTHONPATH:+:$PYTHONPATH}"
 set +e
 "$python" -m pytest -p no:cacheprovider -ra "$@"
 rc=$?

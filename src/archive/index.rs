@@ -241,6 +241,7 @@ impl ArchiveIndex {
         self.metrics.hdfs_up.store(1, Ordering::Relaxed);
         self.metrics.hdfs_orphan_files.store(next.orphans as i64, Ordering::Relaxed);
         self.metrics.hdfs_skipped_files.store(next.skipped.len() as i64, Ordering::Relaxed);
+        self.metrics.hdfs_files.store(next.files.len() as i64, Ordering::Relaxed);
         self.state = IndexSnapshot { generation, refreshed_at: self.state.refreshed_at, ..next };
     }
 }

@@ -6,6 +6,7 @@
 //! file spent most of its time planning, and kept 10,000 new files without rollups (so
 //! scanned by every aggregate) for minutes.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +94,10 @@ impl Archive {
                 if let Ok(snap) = me.index.send(Snapshot).await {
                     me.take_columns(&snap);
                     if snap.healthy && snap.generation != built_for {
-                        match me.build_rollups(&snap).await {
+                        let built = me.build_rollups(&snap).await;
+                        let with_rollup = snap.files.iter().filter(|f| me.rollups.built(f)).count();
+                        me.metrics.hdfs_rollup_files.store(with_rollup as i64, Ordering::Relaxed);
+                        match built {
                             Ok(()) => built_for = snap.generation,
                             // Once per listing: a file that cannot be read would otherwise
                             // log on every retry. Queries still answer by scanning.

@@ -25,6 +25,7 @@ pub mod tickets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::metadata::SqlInfoData;
@@ -68,15 +69,42 @@ impl FletchFlight {
     }
 }
 
-/// A running Flight server. Dropping it stops accepting calls; calls under way finish,
-/// then its runtime thread ends.
+/// A running Flight server. [`FlightServer::shutdown`] stops it gracefully; dropping it
+/// does the same with [`DROP_GRACE`].
 pub struct FlightServer {
     pub addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<Duration>>,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// How long calls under way may go on after a [`FlightServer`] is dropped.
+pub const DROP_GRACE: Duration = Duration::from_secs(5);
+
+impl FlightServer {
+    /// Stop accepting connections, tell clients to go elsewhere (HTTP/2 GOAWAY: calls
+    /// started before it go on, new ones get a fresh connection), and resolve once every
+    /// call has ended or `grace` has passed, whichever is first; calls still running then
+    /// are cut.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(grace);
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+impl Drop for FlightServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(DROP_GRACE);
+        }
+    }
 }
 
 /// Bind `listen` now (so the address is known, port 0 works) and serve on a dedicated
-/// runtime thread until the returned [`FlightServer`] is dropped.
+/// runtime thread until [`FlightServer::shutdown`] (or its drop).
 pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result<FlightServer, std::io::Error> {
     let direct_do_get = config.direct_do_get;
     let auth = app.auth().clone();
@@ -84,7 +112,8 @@ pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result
     let listener = std::net::TcpListener::bind(&config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<Duration>();
+    let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
     // gRPC gets its own runtime, so it never competes with the actix workers; the task
     // owns it and ends it once the server has stopped.
     let runtime = Arc::new(DedicatedExecutor::new("fletch-grpc", threads)?);
@@ -103,15 +132,28 @@ pub fn start(config: &FlightConfig, app: Arc<Service>, threads: usize) -> Result
         let routed = do_get::DoGetRoute::new(server, service, direct_do_get);
         let svc = InterceptedService::new(routed, move |req| auth.grpc(req));
         let server = tonic::transport::Server::builder().add_service(svc);
-        // Either a send or the sender's drop means stop.
+        // tonic waits for every call to end once told to stop; the grace period bounds
+        // that wait, so the clock starts when the stop arrives.
+        let (grace_tx, grace_rx) = tokio::sync::oneshot::channel::<Duration>();
         let stop = async move {
-            let _ = stopped.await;
+            let _ = grace_tx.send(stop_rx.await.unwrap_or(DROP_GRACE));
         };
-        match server.serve_with_incoming_shutdown(incoming, stop).await {
-            Ok(()) => tracing::info!("Flight server stopped"),
-            Err(e) => tracing::error!(error = %e, "Flight server stopped"),
+        let serve = server.serve_with_incoming_shutdown(incoming, stop);
+        let deadline = async move {
+            match grace_rx.await {
+                Ok(grace) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = serve => match result {
+                Ok(()) => tracing::info!("Flight server stopped"),
+                Err(e) => tracing::error!(error = %e, "Flight server stopped"),
+            },
+            () = deadline => tracing::warn!("Flight calls still running at the end of the grace period were cut"),
         }
+        let _ = stopped_tx.send(());
     });
     tracing::info!(%addr, "fletch Flight listening");
-    Ok(FlightServer { addr, _stop: stop })
+    Ok(FlightServer { addr, stop: Some(stop), stopped: Some(stopped) })
 }

@@ -3,6 +3,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::drain::Drain;
 use crate::query::Source;
 use crate::service::Service;
 use crate::store::LogStore;
@@ -12,7 +13,15 @@ pub async fn health() -> HttpResponse {
 }
 
 /// 200 when every configured source can serve queries now, else 503 with the reasons.
-pub async fn ready(state: web::Data<Service>) -> HttpResponse {
+/// A draining process (see [`crate::shutdown`]) is not ready, whatever its sources say.
+pub async fn ready(state: web::Data<Service>, drain: web::Data<Drain>) -> HttpResponse {
+    if let Some(since) = drain.elapsed() {
+        return HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(json!({
+            "status": "DRAINING",
+            "detail": "this process is stopping: requests under way finish, new ones belong to another replica",
+            "draining_ms": since.as_millis() as u64,
+        }));
+    }
     let mut sources = serde_json::Map::new();
     let mut all_ready = true;
     for source in [Source::Postgres, Source::Hdfs] {
