@@ -31,6 +31,9 @@
 #                                         footer time until /ready, fletch RSS, newest-100 and
 #                                         GROUP BY latency (first request and median of N while the
 #                                         rollups are built, then median of N once every file has one)
+#   scripts/bench.sh replicas [SECONDS]   closed loop, 50 connections of postgres/logs?limit=100 through
+#                                         HAProxy (deploy/haproxy/fletch.cfg) with 1, 2 and 3 release
+#                                         replicas: req/s, p95, CPU seconds of each process
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -300,6 +303,43 @@ cmd_throughput() {
     "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario throughput --duration "${1:-30s}" --json "$BENCH_DIR/throughput.json"
 }
 
+cmd_replicas() {
+    local secs="${1:-30}" n i pids lb_pid m0 f0 h0 p0 lb_cfg="$BENCH_DIR/haproxy.cfg"
+    command -v haproxy >/dev/null || die "haproxy not found: scripts/setup.sh haproxy"
+    cmd_stop_server
+    for n in 1 2 3; do
+        pids=()
+        for i in $(seq 1 "$n"); do
+            # The route measured never uses the PostgreSQL rollup: not built, so the
+            # replicas' start-up does not share the cores with the measurement.
+            "$FLETCH" serve --pg-url "$(pg_url)" --http-listen "127.0.0.1:$((18090 + i))" --flight-listen "" \
+                --set postgres.rollup=false > "$BENCH_DIR/replica-$i.log" 2>&1 &
+            pids+=($!)
+        done
+        for i in $(seq 1 "$n"); do
+            for _ in $(seq 1 100); do curl -sf "127.0.0.1:$((18090 + i))/ready" >/dev/null && break; sleep 0.2; done
+        done
+        # The repository's balancer configuration, with the servers beyond N left out.
+        sed -E "/ r[$((n + 1))-3]( |\")/d" deploy/haproxy/fletch.cfg > "$lb_cfg"
+        FLETCH_LB_HTTP="127.0.0.1:$PORT" FLETCH_LB_FLIGHT=127.0.0.1:18089 \
+            FLETCH_HTTP_1=127.0.0.1:18091 FLETCH_HTTP_2=127.0.0.1:18092 FLETCH_HTTP_3=127.0.0.1:18093 \
+            FLETCH_FLIGHT_1=127.0.0.1:18094 FLETCH_FLIGHT_2=127.0.0.1:18095 FLETCH_FLIGHT_3=127.0.0.1:18096 \
+            FLETCH_CHECK_PORT_1=18091 FLETCH_CHECK_PORT_2=18092 FLETCH_CHECK_PORT_3=18093 \
+            haproxy -f "$lb_cfg" > "$BENCH_DIR/haproxy.log" 2>&1 &
+        lb_pid=$!
+        sleep 2
+        m0="$(machine_cpu_seconds)" p0="$(postgres_cpu_seconds)" h0="$(cpu_seconds "$lb_pid")"
+        f0=0; for i in "${pids[@]}"; do f0="$(awk -v a="$f0" -v b="$(cpu_seconds "$i")" 'BEGIN { print a + b }')"; done
+        log "$n replica(s) behind HAProxy, ${secs} s closed loop"
+        "$BENCH_DIR/loadgen" --base-url "$BASE" --scenario throughput_postgres_logs --duration "${secs}s" \
+            --json "$BENCH_DIR/replicas-$n.json" | grep -E '^(throughput_postgres_logs|scenario) ' >&2 || true
+        local f1=0; for i in "${pids[@]}"; do f1="$(awk -v a="$f1" -v b="$(cpu_seconds "$i")" 'BEGIN { print a + b }')"; done
+        log "CPU seconds: fletch (all replicas) $(awk -v a="$f0" -v b="$f1" 'BEGIN { printf "%.1f", b - a }'), HAProxy $(awk -v a="$h0" -v b="$(cpu_seconds "$lb_pid")" 'BEGIN { printf "%.1f", b - a }'), PostgreSQL $(awk -v a="$p0" -v b="$(postgres_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }'), the whole machine $(awk -v a="$m0" -v b="$(machine_cpu_seconds)" 'BEGIN { printf "%.1f", b - a }')"
+        kill "$lb_pid" "${pids[@]}" 2>/dev/null || true
+        wait "$lb_pid" "${pids[@]}" 2>/dev/null || true
+    done
+}
+
 cmd_scenarios() {
     local mult="${1:?multiplier}" scale="${2:-1}"
     local rss_log="$BENCH_DIR/rss-scenarios-${mult}x.log" pid fletch0 pg0 machine0
@@ -428,7 +468,7 @@ cmd_stop() {
 }
 
 case "${1:-}" in
-    data|serve|latency|pgbench|throughput|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
+    data|serve|latency|pgbench|throughput|replicas|scenarios|export|flight|stop) c="$1"; shift; "cmd_$c" "$@" ;;
     flight-ab) shift; cmd_flight_ab "$@" ;;
     flight-floor) shift; cmd_flight_floor "$@" ;;
     slow-readers) shift; cmd_slow_readers "$@" ;;
