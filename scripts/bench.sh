@@ -320,7 +320,7 @@ cmd_replicas() {
             for _ in $(seq 1 100); do curl -sf "127.0.0.1:$((18090 + i))/ready" >/dev/null && break; sleep 0.2; done
         done
         # The repository's balancer configuration, with the servers beyond N left out.
-        sed -E "/ r[$((n + 1))-3]( |\")/d" deploy/haproxy/fletch.cfg > "$lb_cfg"
+        sed -E "/ r($(seq -s '|' "$((n + 1))" 3))( |\")/d" deploy/haproxy/fletch.cfg > "$lb_cfg"
         FLETCH_LB_HTTP="127.0.0.1:$PORT" FLETCH_LB_FLIGHT=127.0.0.1:18089 \
             FLETCH_HTTP_1=127.0.0.1:18091 FLETCH_HTTP_2=127.0.0.1:18092 FLETCH_HTTP_3=127.0.0.1:18093 \
             FLETCH_FLIGHT_1=127.0.0.1:18094 FLETCH_FLIGHT_2=127.0.0.1:18095 FLETCH_FLIGHT_3=127.0.0.1:18096 \
