@@ -26,6 +26,8 @@
 #                                         partitions, _spark_metadata, MAP metadata, ~200 files, into
 #                                         $BENCH_DIR/spark, kept while the data is unchanged): the hdfs
 #                                         latency table on the fletch-written and the Spark-written archive
+#                                         (BENCH_SERVE_ARGS="--set parquet.newest_rows=0": without the copy
+#                                         of the newest rows)
 #   scripts/bench.sh many-files [FILES] [N]  FILES (default 10000) small Spark-written files of
 #                                         $BENCH_MANY_ROWS rows (default 1000000) in all: listing and
 #                                         footer time until /ready, fletch RSS, newest-100 and
@@ -41,7 +43,8 @@
 # for the MiniDFS series load it with
 #   fletch load --parquet hdfs://127.0.0.1:9000/bench/logs --rows 10000000 --file-rows 500000
 # and set BENCH_PARQUET_URL=hdfs://127.0.0.1:9000/bench/logs. Release build in
-# $CARGO_TARGET_DIR (default /var/cache/fletch-target-release).
+# $CARGO_TARGET_DIR (default /var/cache/fletch-target-release); BENCH_FLETCH names another
+# fletch binary to run instead (an older build, to measure before and after side by side).
 set -euo pipefail
 FLETCH_LOG_TAG=bench
 # shellcheck source=scripts/lib.sh
@@ -51,7 +54,7 @@ cd "$FLETCH_ROOT"
 BENCH_DIR="${BENCH_DIR:-/var/tmp/fletch-bench}"
 fletch_cache_dir
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/fletch-target-release}"
-FLETCH="$CARGO_TARGET_DIR/release/fletch"
+FLETCH="${BENCH_FLETCH:-$CARGO_TARGET_DIR/release/fletch}"
 PORT="${BENCH_PORT:-18080}"
 PARQUET_URL="${BENCH_PARQUET_URL:-file://$BENCH_DIR/parquet}"
 BASE="http://127.0.0.1:$PORT"
@@ -173,7 +176,7 @@ serve_archive() {
     cmd_stop_server
     t0=$(date +%s.%N)
     "$FLETCH" serve --parquet-url "$url" --http-listen "127.0.0.1:$PORT" \
-        --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" --set cache.ttl_ms=0 \
+        --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" --set cache.ttl_ms=0 ${BENCH_SERVE_ARGS:-} \
         > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
     echo $! > "$BENCH_DIR/server.pid"
     for _ in $(seq 1 15000); do
@@ -185,6 +188,28 @@ serve_archive() {
         sleep 0.02
     done
     die "fletch did not list $want files within 5 minutes; see $BENCH_DIR/server.log"
+}
+
+# Ask for a page of newest rows (which starts reading the copy of the newest rows), wait
+# until /ready shows the copy for the current listing; print what it holds and the seconds
+# since $1 (a `date +%s.%N`). `parquet.newest_rows=0` (no copy) returns at once.
+wait_for_newest_rows() {
+    local t0="$1" body held
+    curl -s -o /dev/null "$BASE/api/query/hdfs/logs?limit=1&count=none"
+    for _ in $(seq 1 3000); do
+        body="$(curl -s "$BASE/ready" || true)"
+        held="$(grep -o '"newest_rows":{[^}]*}' <<< "$body" || true)"
+        if [[ "$held" == *'"capacity":0'* ]]; then
+            echo "no copy (parquet.newest_rows=0)"
+            return
+        fi
+        if [[ "$held" == *"\"generation\":$(grep -o '"generation":[0-9]*' <<< "$body" | head -1 | cut -d: -f2),"* ]]; then
+            echo "$(grep -o '"rows":[0-9]*' <<< "$held") held $(seconds_since "$t0") s after launch"
+            return
+        fi
+        sleep 0.1
+    done
+    die "the newest rows were not read within 5 minutes; see $BENCH_DIR/server.log"
 }
 
 # Wait until /ready says every file of the served archive has its label rollup (built in
@@ -228,6 +253,7 @@ cmd_spark_archive() {
             echo "$which-written archive: $files files, $(du -sh "$dir" | cut -f1); /ready after $secs s; $(rss_mb "$pid")"
             first_url "$BASE/api/query/hdfs/logs/aggregate?group_by=level" "hdfs aggregate group_by=level"
             echo "label rollups for every file $(wait_for_rollups "$t0") s after launch"
+            echo "newest rows: $(wait_for_newest_rows "$t0")"
             latency_table hdfs "$n"
             echo "after the table: $(rss_mb "$pid")"
         } | tee "$BENCH_DIR/latency-$which.txt" >&2
@@ -475,5 +501,5 @@ case "${1:-}" in
     spark-archive) shift; cmd_spark_archive "$@" ;;
     many-files) shift; cmd_many_files "$@" ;;
     pg-groupby) shift; cmd_pg_groupby "$@" ;;
-    *) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,47p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

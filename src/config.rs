@@ -128,11 +128,21 @@ pub struct ParquetConfig {
     /// The time zone hive `year=/month=/day=/hour=` directories were named in (Spark's
     /// `spark.sql.session.timeZone` when the archive was written), e.g. `UTC`.
     pub partition_time_zone: String,
+    /// Newest rows held in time order for pages of newest rows, read again after each
+    /// listing change; 0 reads every page from the files.
+    pub newest_rows: usize,
 }
 
 impl Default for ParquetConfig {
     fn default() -> Self {
-        Self { url: String::new(), refresh_interval_ms: 5_000, target_partitions: 0, partition_time_zone: "UTC".into() }
+        Self {
+            url: String::new(),
+            refresh_interval_ms: 5_000,
+            target_partitions: 0,
+            partition_time_zone: "UTC".into(),
+            // About 15 MB of pages.
+            newest_rows: 65_536,
+        }
     }
 }
 

@@ -123,6 +123,8 @@ pub struct Metrics {
     /// Queries and statements stopped by their time budget.
     pub timeouts: Counter,
     pub hdfs_rows_scanned: Counter,
+    /// Pages of newest archive rows cut from the held copy (`archive::newest`).
+    pub hdfs_newest_pages: Counter,
     pub pg_queue_wait: Histogram,
     pub pg_connections_ready: AtomicI64,
     pub pg_connections_busy: AtomicI64,
@@ -154,6 +156,7 @@ impl Default for Metrics {
             pg_cancels: Counter::default(),
             timeouts: Counter::default(),
             hdfs_rows_scanned: Counter::default(),
+            hdfs_newest_pages: Counter::default(),
             pg_queue_wait: Histogram::default(),
             pg_connections_ready: AtomicI64::new(0),
             pg_connections_busy: AtomicI64::new(0),
@@ -261,7 +264,8 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP fletch_pg_cancels_total PostgreSQL cancel requests sent for abandoned queries.\n# TYPE fletch_pg_cancels_total counter\nfletch_pg_cancels_total {}", self.pg_cancels.get());
         let _ = writeln!(out, "# HELP fletch_query_timeouts_total Queries and SQL statements stopped by query_timeout_ms.\n# TYPE fletch_query_timeouts_total counter\nfletch_query_timeouts_total {}", self.timeouts.get());
-        let _ = writeln!(out, "# HELP fletch_hdfs_rows_scanned_total Rows decoded by Parquet scans of time-sliced queries (after statistics pruning).\n# TYPE fletch_hdfs_rows_scanned_total counter\nfletch_hdfs_rows_scanned_total {}", self.hdfs_rows_scanned.get());
+        let _ = writeln!(out, "# HELP fletch_hdfs_rows_scanned_total Rows decoded by Parquet reads of pages and exports in time order (after statistics pruning).\n# TYPE fletch_hdfs_rows_scanned_total counter\nfletch_hdfs_rows_scanned_total {}", self.hdfs_rows_scanned.get());
+        let _ = writeln!(out, "# HELP fletch_hdfs_newest_pages_total Pages of newest archive rows cut from the held copy of the newest rows.\n# TYPE fletch_hdfs_newest_pages_total counter\nfletch_hdfs_newest_pages_total {}", self.hdfs_newest_pages.get());
         let _ = writeln!(out, "# HELP fletch_pg_queue_wait_seconds Time jobs waited for a PostgreSQL connection.\n# TYPE fletch_pg_queue_wait_seconds histogram");
         self.pg_queue_wait.render(&mut out, "fletch_pg_queue_wait_seconds", "");
         for (name, help, v) in [

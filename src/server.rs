@@ -178,7 +178,8 @@ fn start_archive(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Archi
         DedicatedExecutor::new("fletch-query", partitions(config))
             .map_err(|e| StartError::Setting(QueryError::internal(format!("query runtime: {e}"))))?,
     );
-    let source = Archive::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?;
+    let source = Archive::new(&config.parquet.url, store, index, executor, partitions(config), metrics.clone())?
+        .with_newest_rows(config.parquet.newest_rows);
     source.keep_rollups_warm(interval);
     Ok(Some(source))
 }

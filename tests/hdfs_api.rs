@@ -1,6 +1,7 @@
 //! The `hdfs` source against the same rows in PostgreSQL, on a local `file://` directory
-//! and on a real HDFS (MiniDFSCluster): every endpoint agrees with PostgreSQL, and the
-//! newest-rows query reads a small fraction of the table.
+//! and on a real HDFS (MiniDFSCluster): every endpoint agrees with PostgreSQL. On HDFS,
+//! with no copy of the newest rows, the newest-rows query reads a small fraction of the
+//! table; on the local directory, pages of newest rows are cut from that copy.
 
 mod common;
 
@@ -11,6 +12,8 @@ use serde_json::Value;
 
 const ROWS: u64 = 200_000;
 const FILE_ROWS: u64 = 20_000;
+/// Newest rows held by the local fixture (`parquet.newest_rows`).
+const NEWEST_HELD: usize = 50_000;
 
 struct Fixture {
     srv: TestServer,
@@ -35,6 +38,9 @@ fn fixture(kind: &'static str) -> &'static Fixture {
         cfg.parquet.url = parquet;
         // Every request must reach the stores here (the scan metrics are checked).
         cfg.cache.ttl_ms = 0;
+        // On HDFS every page reads the files (whose scans are measured); the local
+        // directory holds a copy of the newest 50,000 of its 200,000 rows.
+        cfg.parquet.newest_rows = if kind == "hdfs" { 0 } else { NEWEST_HELD };
         Fixture { srv: boot(cfg), pg }
     })
 }
@@ -182,11 +188,81 @@ async fn newest_rows_are_pruned(f: &Fixture) {
     }
 }
 
+/// A deep page with filters skips whole files by their rollups' counts: it reads about a
+/// file, not every row up to its offset, and still gives PostgreSQL's rows.
+async fn deep_filtered_pages_skip_counted_files(f: &Fixture) {
+    let srv = &f.srv;
+    let files = (ROWS / FILE_ROWS) as f64;
+    for _ in 0..600 {
+        if metric(srv, "fletch_hdfs_rollup_files").await >= files {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(srv, "fletch_hdfs_rollup_files").await, files, "rollups not built in 60 s");
+    let lo = sql_i64(&f.pg, "SELECT (percentile_disc(0.2) WITHIN GROUP (ORDER BY timestamp))::bigint FROM logs").await;
+    for q in [
+        "limit=100&offset=20000&level=WARN".to_string(),
+        "limit=50&offset=15000&service=user-service&host=worker-2&order_dir=asc".to_string(),
+        format!("limit=100&offset=60000&level=INFO&start_time={lo}.5"),
+    ] {
+        let before = metric(srv, "fletch_hdfs_rows_scanned_total").await;
+        let h = ids(srv, &format!("/api/query/hdfs/logs?{q}&count=none")).await;
+        let scanned = metric(srv, "fletch_hdfs_rows_scanned_total").await - before;
+        assert!(!h.is_empty(), "{q}: no rows");
+        assert_eq!(h, ids(srv, &format!("/api/query/postgres/logs?{q}")).await, "hdfs and postgres disagree on {q}");
+        assert!(scanned <= (3 * FILE_ROWS) as f64, "{q}: read {scanned} rows of {ROWS} (expected a file or two)");
+    }
+}
+
+/// Pages of newest rows cut from the copy of the newest rows are PostgreSQL's; pages the
+/// copy cannot fill (deeper, ascending, too selective) read the files and are too.
+async fn newest_rows_come_from_the_copy(f: &Fixture) {
+    let srv = &f.srv;
+    ids(srv, "/api/query/hdfs/logs?limit=1&count=none").await; // starts reading the copy
+    let mut held = Value::Null;
+    for _ in 0..300 {
+        let (_, _, ready) = get_json(&srv.url("/ready")).await;
+        let detail = &ready["sources"]["hdfs"]["detail"];
+        held = detail["newest_rows"].clone();
+        if held["generation"] == detail["generation"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(held["rows"].as_u64().map(|n| n <= NEWEST_HELD as u64 && n > 49_000), Some(true), "{held}");
+    assert_eq!(held["whole_archive"], false, "{held}");
+    let served = || metric(srv, "fletch_hdfs_newest_pages_total");
+    let from_copy = [
+        "limit=100",
+        "limit=100&level=ERROR",
+        "limit=500&service=payment-service&host=worker-3",
+        "limit=200&offset=40000",
+        "limit=100&offset=3000&level=WARN",
+        "limit=1000&offset=48000",
+    ];
+    let from_files = ["limit=100&offset=49950", "limit=100&order_dir=asc", "limit=100&offset=9000&level=ERROR"];
+    for (queries, from_the_copy) in [(&from_copy[..], true), (&from_files[..], false)] {
+        for q in queries {
+            let before = served().await;
+            let h = ids(srv, &format!("/api/query/hdfs/logs?{q}&count=none")).await;
+            assert_eq!(served().await - before, if from_the_copy { 1.0 } else { 0.0 }, "{q}: from the copy?");
+            assert!(!h.is_empty(), "{q}: no rows");
+            assert_eq!(
+                h,
+                ids(srv, &format!("/api/query/postgres/logs?{q}")).await,
+                "hdfs and postgres disagree on {q}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn local_parquet_agrees_with_postgres() {
     let f = fixture("local");
     agrees_with_postgres(f).await;
-    newest_rows_are_pruned(f).await;
+    newest_rows_come_from_the_copy(f).await;
+    deep_filtered_pages_skip_counted_files(f).await;
 }
 
 #[tokio::test]
@@ -194,6 +270,7 @@ async fn hdfs_parquet_agrees_with_postgres() {
     let f = fixture("hdfs");
     agrees_with_postgres(f).await;
     newest_rows_are_pruned(f).await;
+    deep_filtered_pages_skip_counted_files(f).await;
 }
 
 /// Rows whose labels are NULL: a few hundred added to both stores after a normal load.

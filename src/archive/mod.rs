@@ -28,6 +28,7 @@ pub mod commit_log;
 pub mod index;
 pub mod layout;
 pub mod map_json;
+pub mod newest;
 pub mod partition_time;
 pub mod rollup;
 mod rollup_build;
@@ -57,6 +58,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use self::index::{ArchiveIndex, FileInfo, IndexSnapshot, Refresh, Snapshot};
 use self::layout::Strings;
+use self::newest::NewestRows;
 use self::rollup::Rollups;
 pub use self::store::{map_df_error, open_store};
 use self::table::ArchiveTable;
@@ -91,6 +93,8 @@ pub struct Archive {
     counts: Arc<CountCache>,
     /// Label counts per archive file, for aggregates and filtered counts.
     rollups: Arc<Rollups>,
+    /// The newest rows in time order, for pages of newest rows (see `newest`).
+    newest: Arc<NewestRows>,
     /// The archive's store, for reads outside DataFusion (sorted exports).
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
@@ -141,6 +145,7 @@ impl Archive {
             scan_ctx,
             counts: CountCache::new(Duration::from_secs(24 * 3600)),
             rollups: Arc::default(),
+            newest: Arc::new(NewestRows::new(crate::config::ParquetConfig::default().newest_rows)),
             store,
             metrics,
             table_url,
@@ -148,6 +153,35 @@ impl Archive {
             columns: Arc::new(RwLock::new(logs_schema())),
             executor,
         })
+    }
+
+    /// Hold the newest `rows` rows for pages of newest rows (0: read every page from the
+    /// files).
+    pub fn with_newest_rows(mut self, rows: usize) -> Self {
+        self.newest = Arc::new(NewestRows::new(rows));
+        self
+    }
+
+    /// Read the newest rows of `snap` into `self.newest`, in the background.
+    fn read_newest(&self, snap: IndexSnapshot) {
+        let me = self.clone();
+        let generation = snap.generation;
+        tokio::spawn(async move {
+            let q = RowsQuery {
+                filters: Filters::default(),
+                limit: Some(me.newest.rows_to_read()),
+                offset: 0,
+                order_by: OrderBy::Timestamp,
+                order_dir: OrderDir::Desc,
+            };
+            let schema = logs_schema();
+            let read = me
+                .time_sliced(&q, snap)
+                .try_collect::<Vec<_>>()
+                .await
+                .and_then(|batches| arrow::compute::concat_batches(&schema, &batches).map_err(QueryError::from));
+            me.newest.built(generation, read);
+        });
     }
 
     /// `hdfs.logs`'s columns: `logs`, then whatever else the archive's files hold.
@@ -335,6 +369,26 @@ impl Archive {
         Ok(ts.filter(|a| a.is_valid(a.len() - 1)).map(|a| a.value(a.len() - 1)))
     }
 
+    /// `units` of time-sorted files streamed in order, rows matching `filters` (see
+    /// `sorted_export`).
+    fn sorted_rows(
+        &self,
+        snap: &IndexSnapshot,
+        units: Vec<sorted_export::Unit>,
+        filters: &Filters,
+        dir: OrderDir,
+    ) -> Result<BatchStream, QueryError> {
+        sorted_export::stream(
+            self.store.clone(),
+            snap.files.clone(),
+            units,
+            filter_expr(filters, None, None),
+            dir,
+            self.executor.clone(),
+            self.metrics.clone(),
+        )
+    }
+
     /// Rows ordered by timestamp, read slice by slice (see module docs).
     fn time_sliced(&self, q: &RowsQuery, snap: IndexSnapshot) -> BatchStream {
         let me = self.clone();
@@ -458,6 +512,35 @@ fn skip_whole_row_groups(
     });
     let skip = skipped.count();
     (units[skip..].to_vec(), offset)
+}
+
+/// Drop the files a filtered offset passes over entirely, known from their rollups: a file
+/// goes when its rollup says all of its matching rows lie before the page. Stops at the
+/// first file that straddles a time bound, has no rollup yet, holds part of the page, or
+/// whose row groups interleave with another file's; the rest of the offset is read.
+fn skip_counted_files(
+    files: &[FileInfo],
+    units: Vec<sorted_export::Unit>,
+    filters: &Filters,
+    mut offset: u64,
+    rollups: &Rollups,
+) -> (Vec<sorted_export::Unit>, u64) {
+    let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
+    let mut at = 0;
+    while at < units.len() {
+        let file = units[at].file;
+        let here = units[at..].iter().take_while(|u| u.file == file).count();
+        let f = &files[file];
+        let whole = here == f.row_groups.len() && f.row_groups.iter().all(|g| g.ts_min >= start && g.ts_max <= end);
+        match rollups.matching(f, filters).filter(|_| whole) {
+            Some(n) if offset >= n as u64 => {
+                offset -= n as u64;
+                at += here;
+            }
+            _ => break,
+        }
+    }
+    (units[at..].to_vec(), offset)
 }
 
 /// At most `n` rows of `inner` (its schema batch included), then the end: the rest is
@@ -589,29 +672,32 @@ impl LogStore for Archive {
             // Whole exports of time-sorted files need no sort at all.
             if q.limit.is_none() {
                 if let Some(units) = sorted_export::plan(&snap.files, &q.filters, q.order_dir) {
-                    let s = sorted_export::stream(
-                        self.store.clone(),
-                        snap.files.clone(),
-                        units,
-                        filter_expr(&q.filters, None, None),
-                        q.order_dir,
-                        self.executor.clone(),
-                    )?;
+                    let s = self.sorted_rows(&snap, units, &q.filters, q.order_dir)?;
                     return Ok(Box::pin(skip_rows(s, q.offset, logs_schema())));
                 }
             }
-            // A deep page with no filter: skip whole row groups by their row counts.
-            if let (Some(limit), true) = (q.limit, q.filters.is_empty() && q.offset >= DEEP_OFFSET) {
+            // A page within the copy of the newest rows is cut from it.
+            match self.newest.page(snap.generation, q)? {
+                newest::Lookup::Page(page) => {
+                    self.metrics.hdfs_newest_pages.inc();
+                    return Ok(Box::pin(stream::iter([Ok(page)])));
+                }
+                newest::Lookup::Miss { build } => {
+                    if build {
+                        self.read_newest(snap.clone());
+                    }
+                }
+            }
+            // A deep page: skip whole row groups by their row counts, or with filters whole
+            // files by their rollups' counts, instead of reading time slices up to the offset.
+            if let (Some(limit), true) = (q.limit, q.offset >= DEEP_OFFSET) {
                 if let Some(units) = sorted_export::plan(&snap.files, &q.filters, q.order_dir) {
-                    let (units, offset) = skip_whole_row_groups(&snap.files, units, q.offset);
-                    let s = sorted_export::stream(
-                        self.store.clone(),
-                        snap.files.clone(),
-                        units,
-                        None,
-                        q.order_dir,
-                        self.executor.clone(),
-                    )?;
+                    let (units, offset) = if q.filters.is_empty() {
+                        skip_whole_row_groups(&snap.files, units, q.offset)
+                    } else {
+                        skip_counted_files(&snap.files, units, &q.filters, q.offset, &self.rollups)
+                    };
+                    let s = self.sorted_rows(&snap, units, &q.filters, q.order_dir)?;
                     return Ok(Box::pin(take_rows(Box::pin(skip_rows(s, offset, logs_schema())), limit)));
                 }
             }
@@ -696,6 +782,8 @@ impl LogStore for Archive {
                     // Whole exports in time order skip the sort (see `sorted_export`).
                     "sorted_by_time": sorted_export::all_declared_sorted(&s.files),
                     "layouts": self.describe_layouts(&s),
+                    // Pages of newest rows cut from a copy (see `newest`).
+                    "newest_rows": self.newest.describe(),
                     "partition_columns": s.partitions.iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
                     "partition_time_zone": s.zone.name(),
                     "partition_directories_agree": s.windows_agree,
@@ -763,6 +851,52 @@ mod tests {
         };
         let file = FileInfo::with_row_groups(meta, row_groups);
         IndexSnapshot { files: Arc::new(vec![file]), ..Default::default() }
+    }
+
+    /// Files `f0`, `f1`, … of one row group each, one time unit apart.
+    fn files(rows: &[u64]) -> Vec<FileInfo> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                let meta = object_store::ObjectMeta {
+                    location: format!("f{i}").into(),
+                    last_modified: Default::default(),
+                    size: 1,
+                    e_tag: None,
+                    version: None,
+                };
+                let groups = vec![RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.5, rows }];
+                FileInfo { sorted_by_time: true, ..FileInfo::with_row_groups(meta, groups) }
+            })
+            .collect()
+    }
+
+    fn labels(level: &str) -> rollup::Labels {
+        [Some(level.to_string()), Some("api".to_string()), None]
+    }
+
+    #[test]
+    fn filtered_offsets_skip_files_their_rollups_count() {
+        // Newest first: f2, f1, f0. ERROR rows: f2 30, f1 40 (no rollup for f0).
+        let files = files(&[100, 100, 100]);
+        let rollups = Rollups::default();
+        rollups.insert(files[2].meta.clone(), vec![(labels("ERROR"), 30), (labels("INFO"), 70)]);
+        rollups.insert(files[1].meta.clone(), vec![(labels("ERROR"), 40), (labels("INFO"), 60)]);
+        let errors = Filters { level: Some("ERROR".into()), ..Filters::default() };
+        let units = sorted_export::plan(&files, &errors, OrderDir::Desc).unwrap();
+        let file_of = |u: &[sorted_export::Unit]| u.iter().map(|u| u.file).collect::<Vec<_>>();
+        let (left, offset) = skip_counted_files(&files, units.clone(), &errors, 75, &rollups);
+        assert_eq!((file_of(&left), offset), (vec![0], 5), "f2 and f1 hold 70 of the 75 skipped");
+        let (left, offset) = skip_counted_files(&files, units.clone(), &errors, 50, &rollups);
+        assert_eq!((file_of(&left), offset), (vec![1, 0], 20), "the page starts inside f1");
+        // f0 has no rollup: nothing past it is skipped, whatever the offset.
+        let (left, offset) = skip_counted_files(&files, units, &errors, 500, &rollups);
+        assert_eq!((file_of(&left), offset), (vec![0], 430));
+        // A time bound inside f2: it must be read, so nothing is skipped.
+        let cut = Filters { end_time: Some(2.25), ..errors.clone() };
+        let units = sorted_export::plan(&files, &cut, OrderDir::Desc).unwrap();
+        let (left, offset) = skip_counted_files(&files, units, &cut, 75, &rollups);
+        assert_eq!((file_of(&left), offset), (vec![2, 1, 0], 75));
     }
 
     #[test]

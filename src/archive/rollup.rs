@@ -81,6 +81,18 @@ impl Rollups {
         known.get(&f.meta.location).is_some_and(|(m, c)| *m == f.meta && c.is_some())
     }
 
+    /// Rows of `f` whose labels match `filters` (time bounds not considered), when its
+    /// rollup is known.
+    pub fn matching(&self, f: &FileInfo, filters: &Filters) -> Option<i64> {
+        let known = self.files.lock().expect("rollup lock");
+        match known.get(&f.meta.location) {
+            Some((m, Some(counts))) if *m == f.meta => {
+                Some(counts.iter().filter(|(l, _)| labels_match(l, filters)).map(|(_, n)| n).sum())
+            }
+            _ => None,
+        }
+    }
+
     pub fn insert(&self, meta: ObjectMeta, counts: Vec<(Labels, i64)>) {
         let counts = (counts.len() <= MAX_COMBINATIONS).then(|| Arc::new(counts));
         self.files.lock().expect("rollup lock").insert(meta.location.clone(), (meta, counts));

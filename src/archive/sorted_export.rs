@@ -5,8 +5,8 @@
 //! order is just the row groups one after another: as stored for ascending order, each
 //! row group reversed for descending. Files written by `fletch load` qualify. Row groups
 //! are read in slices of [`SLICE_ROWS`] rows (only the pages a slice needs, through the
-//! offset index), last slice first for descending order; two slices are decoded at once
-//! on the query runtime while the output keeps its order. So a stream holds a few slices
+//! offset index), last slice first for descending order; the next slice is decoded on the
+//! query runtime while the current one is sent. So a stream holds two slices
 //! whatever the export size — a slow reader costs a few megabytes, not row groups — and
 //! the scan runs at the speed of the Parquet decoder. Other archives are read in bounded
 //! time slices (`Archive::time_sliced` in `archive/mod.rs`).
@@ -29,6 +29,7 @@ use super::store::{map_df_error, map_parquet_error};
 use crate::archive::index::FileInfo;
 use crate::error::QueryError;
 use crate::executor::DedicatedExecutor;
+use crate::metrics::Metrics;
 use crate::query::{Filters, OrderDir};
 use crate::schema::logs_schema;
 use crate::stream::BatchStream;
@@ -36,8 +37,10 @@ use crate::stream::BatchStream;
 /// A row predicate compiled once per export.
 type Predicate = Arc<dyn PhysicalExpr>;
 
-/// Slices decoded ahead of the one being sent.
-const READ_AHEAD: usize = 2;
+/// Slices decoded ahead of the one being sent. One keeps the decoder and the encoder
+/// busy at once; each more costs a slow reader a slice of memory and gains nothing on
+/// two cores.
+const READ_AHEAD: usize = 1;
 /// Rows of a row group decoded at once (and held, reversed, for descending order).
 pub const SLICE_ROWS: u64 = 16 * 1024;
 /// Rows per batch handed to encoders.
@@ -100,6 +103,7 @@ pub fn stream(
     filter: Option<Expr>,
     dir: OrderDir,
     executor: Arc<DedicatedExecutor>,
+    metrics: Arc<Metrics>,
 ) -> Result<BatchStream, QueryError> {
     let predicate = match filter {
         Some(e) => {
@@ -127,6 +131,7 @@ pub fn stream(
             let (store, file, predicate, executor) =
                 (store.clone(), files[u.file].clone(), predicate.clone(), executor.clone());
             let slice = RowSlice { row_group: u.row_group, start, len };
+            metrics.hdfs_rows_scanned.add(len);
             async move { executor.run(read_slice(store, file, slice, predicate, dir)).await }
         })
         .buffered(READ_AHEAD)

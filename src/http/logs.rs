@@ -105,7 +105,10 @@ pub fn negotiate_format(req: &HttpRequest, param: Option<&String>) -> Result<For
         .unwrap_or(Format::Ndjson))
 }
 
-/// Encode a batch stream into an HTTP streaming body of the given format.
+/// Encode a batch stream into an HTTP streaming body of the given format. Batches are
+/// encoded a chunk at a time as the connection asks for more (see
+/// [`CHUNK_BYTES`](crate::encode::CHUNK_BYTES)), so a
+/// slow reader holds one small chunk in the write buffer, not a whole encoded batch.
 pub fn stream_response(
     format: Format,
     first: arrow::record_batch::RecordBatch,
@@ -116,16 +119,39 @@ pub fn stream_response(
     let enc = encoder.clone();
     let body = stream::once(async move { Ok(first) })
         .chain(rest)
-        .map(move |b| enc.lock().expect("encoder lock").batch(&b?))
-        .flat_map(|chunks| stream::iter(split_results(chunks)))
+        .flat_map(move |b| encode_lazily(enc.clone(), b))
         .chain(stream::once(async move { encoder.lock().expect("encoder lock").finish(&schema) }))
         .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
         .map(log_stream_error);
     Ok(HttpResponse::Ok().content_type(format.content_type()).streaming(body))
 }
 
-/// Each chunk of a batch as its own body item (an error stays one item).
-fn split_results(chunks: Result<Vec<bytes::Bytes>, QueryError>) -> Vec<Result<bytes::Bytes, QueryError>> {
+type Shared = Arc<std::sync::Mutex<Encoder>>;
+
+/// The chunks of one batch, each encoded only when the body is polled for it.
+fn encode_lazily(
+    enc: Shared,
+    batch: Result<arrow::record_batch::RecordBatch, QueryError>,
+) -> stream::BoxStream<'static, Result<Bytes, QueryError>> {
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e) => return stream::once(async move { Err(e) }).boxed(),
+    };
+    stream::unfold(Some(0), move |from| {
+        let next = from.map(|start| enc.lock().expect("encoder lock").chunk(&batch, start));
+        async move {
+            match next? {
+                Ok((chunks, next)) => Some((Ok(chunks), next)),
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
+    .flat_map(|chunks| stream::iter(split_results(chunks)))
+    .boxed()
+}
+
+/// Each chunk as its own body item (an error stays one item).
+fn split_results(chunks: Result<Vec<Bytes>, QueryError>) -> Vec<Result<Bytes, QueryError>> {
     match chunks {
         Ok(chunks) => chunks.into_iter().map(Ok).collect(),
         Err(e) => vec![Err(e)],

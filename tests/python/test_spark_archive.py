@@ -393,6 +393,51 @@ def test_logs_offset_pages(case, name, order, offset, limit):
     check_rows(f"{LOGS} {p}", body["data"], case.truth.rows(FILTERS[name], order, limit=limit, offset=offset))
 
 
+# Pages of newest rows against a copy of the newest rows (parquet.newest_rows): every filter,
+# plus pages deeper in, one of them past a 4,000-row copy.
+NEWEST_PAGES = [(name, 0, 100) for name in FILTERS] + [("all", 2_900, 100), ("level", 150, 100),
+                                                      ("all", 3_950, 100), ("newest", 40, 60)]
+
+
+def _newest_pages_served(server):
+    text = requests.get(server.http + "/metrics", timeout=10).text
+    line = next(line for line in text.splitlines() if line.startswith("fletch_hdfs_newest_pages_total "))
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize("held", [4_000, None], ids=["part", "whole"])
+def test_logs_pages_from_the_newest_rows(request, case, pg, workdir, held):
+    """Held is part of the archive (a filter too selective for it, or a page deeper than it,
+    reads the files) or all of it (every page is cut from the copy). Either way each page is
+    Spark's, and the copy must have served pages."""
+    extra = ["--set", "cache.ttl_ms=0"] + (["--set", f"parquet.newest_rows={held}"] if held else [])
+    server = _start(pg, case.archive.url, workdir, f"newest-{case.name}-{request.node.callspec.id}", extra,
+                    require_ready=False)
+    try:
+        get(server, LOGS, {"limit": "1", "count": "none"})  # starts reading the copy
+        deadline, ready = time.time() + 60, {}
+        while time.time() < deadline:
+            ready = requests.get(server.http + "/ready", timeout=10).json()["sources"]["hdfs"]["detail"]
+            if ready.get("newest_rows", {}).get("generation") == ready.get("generation"):
+                break
+            time.sleep(0.2)
+        copy = ready.get("newest_rows", {})
+        assert copy.get("generation") == ready.get("generation"), f"the newest rows were not read in 60 s: {ready}"
+        assert copy["whole_archive"] == (held is None), f"copy of {held} rows of {case.truth.count()}: {copy}"
+        before = _newest_pages_served(server)
+        for name, offset, limit in NEWEST_PAGES:
+            p = params(name, order_by="timestamp", order_dir="desc", limit=limit, offset=offset, count="none")
+            body = get(server, LOGS, p).json()
+            check_rows(f"{LOGS} {p}", body["data"], case.truth.rows(FILTERS[name], "desc", limit=limit, offset=offset))
+        served = _newest_pages_served(server) - before
+        if held is None:
+            assert served == len(NEWEST_PAGES), f"{served} of {len(NEWEST_PAGES)} pages cut from the whole archive"
+        else:
+            assert 0 < served < len(NEWEST_PAGES), f"{served} of {len(NEWEST_PAGES)} pages cut from {held} rows"
+    finally:
+        stop(server)
+
+
 @pytest.mark.parametrize("group_by", ["level", "service", "host"])
 @pytest.mark.parametrize("name", AGG_FILTERS)
 def test_aggregate(case, name, group_by):
