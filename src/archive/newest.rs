@@ -134,6 +134,7 @@ impl NewestRows {
                 "capacity": self.capacity,
                 "generation": h.generation,
                 "rows": h.rows.num_rows(),
+                "bytes": h.rows.get_array_memory_size(),
                 "whole_archive": h.floor.is_none(),
                 "newer_than": h.floor,
             }),
