@@ -107,8 +107,8 @@ pub fn negotiate_format(req: &HttpRequest, param: Option<&String>) -> Result<For
 
 /// Encode a batch stream into an HTTP streaming body of the given format. Batches are
 /// encoded a chunk at a time as the connection asks for more (see
-/// [`CHUNK_BYTES`](crate::encode::CHUNK_BYTES)), so a
-/// slow reader holds one small chunk in the write buffer, not a whole encoded batch.
+/// [`CHUNK_BYTES`](crate::encode::CHUNK_BYTES)), so a slow reader holds one small chunk
+/// in the write buffer, not a whole encoded batch.
 pub fn stream_response(
     format: Format,
     first: arrow::record_batch::RecordBatch,
