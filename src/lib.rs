@@ -28,7 +28,8 @@
 //! - [`postgres`]: connection actors and their router, Arrow conversion, bind parameters,
 //!   the `postgres.logs` SQL table and whole-query pushdown.
 //! - [`archive`]: the Parquet archive (`hdfs` in the API): directory index actor, time
-//!   slices, sorted exports, per-file rollups, the `hdfs.logs` SQL table.
+//!   slices, sorted exports, per-file rollups, the copy of the newest rows, the
+//!   `hdfs.logs` SQL table.
 //!
 //! Above the stores:
 //! - [`sql`]: SQL over both stores in one DataFusion catalog, with limits on statement size.

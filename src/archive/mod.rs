@@ -21,6 +21,8 @@
 //! - [`rollup`]: per-file counts by label, for aggregates without a scan;
 //!   [`rollup_build`]: computing them in the background, many files per query.
 //! - [`sorted_export`]: exports of time-ordered files streamed without a sort.
+//! - [`newest`]: a copy of the newest rows in time order, which pages of newest rows are
+//!   cut from.
 //! - [`table`]: `hdfs.logs` as a DataFusion table; [`sql_rollup`]: SQL label aggregates
 //!   answered from the rollups.
 
