@@ -123,6 +123,12 @@ impl GroupBy {
     pub fn column(self) -> &'static str {
         Self::ALLOWED[self as usize]
     }
+
+    /// Where this label sits in `(level, service, host)`, the order rollups keep labels in
+    /// (see [`Filters::labels`]).
+    pub fn label_index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Row filters shared by every query kind. Times are epoch seconds.
@@ -138,6 +144,17 @@ pub struct Filters {
 impl Filters {
     pub fn is_empty(&self) -> bool {
         *self == Filters::default()
+    }
+
+    /// The label filters by column, in label order `(level, service, host)`.
+    pub fn labels(&self) -> [(&'static str, Option<&str>); 3] {
+        [("level", self.level.as_deref()), ("service", self.service.as_deref()), ("host", self.host.as_deref())]
+    }
+
+    /// Whether a row whose labels are `have` (label order; `None` is NULL) passes the label
+    /// filters. As in SQL, a NULL label matches no filter on it.
+    pub fn labels_match(&self, have: [Option<&str>; 3]) -> bool {
+        self.labels().iter().zip(have).all(|((_, want), have)| want.is_none_or(|w| have == Some(w)))
     }
 
     /// Stable text form, used as part of cache and single-flight keys.
@@ -334,6 +351,17 @@ pub fn parse_count_mode(map: &BTreeMap<String, String>) -> Result<CountMode, Que
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_filters_match_as_sql_does() {
+        let f = Filters { level: Some("ERROR".into()), host: Some("h1".into()), ..Filters::default() };
+        assert!(f.labels_match([Some("ERROR"), None, Some("h1")]), "no service filter: any service");
+        assert!(!f.labels_match([Some("ERROR"), Some("api"), None]), "a NULL host matches no host filter");
+        assert!(!f.labels_match([Some("INFO"), Some("api"), Some("h1")]));
+        assert!(Filters::default().labels_match([None, None, None]));
+        assert_eq!(GroupBy::Host.label_index(), 2);
+        assert_eq!(f.labels()[GroupBy::Host.label_index()], ("host", Some("h1")));
+    }
 
     fn p(pairs: &[(&str, &str)]) -> Params {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

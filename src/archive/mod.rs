@@ -642,9 +642,9 @@ impl SlicePlanner {
 
 fn filter_expr(f: &Filters, lo: Option<f64>, hi: Option<f64>) -> Option<Expr> {
     let mut parts: Vec<Expr> = Vec::new();
-    for (name, v) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+    for (name, v) in f.labels() {
         if let Some(v) = v {
-            parts.push(col(name).eq(lit(v.clone())));
+            parts.push(col(name).eq(lit(v)));
         }
     }
     if let Some(t) = f.start_time {

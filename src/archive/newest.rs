@@ -189,10 +189,10 @@ fn matches(rows: &RecordBatch, f: &Filters) -> Result<Option<BooleanArray>, Quer
         });
         Ok(())
     };
-    for (name, value) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+    for (name, value) in f.labels() {
         if let Some(v) = value {
             let column = rows.column_by_name(name).ok_or_else(|| QueryError::internal(format!("no {name} column")))?;
-            and(cmp::eq(column, &StringArray::new_scalar(v.as_str()))?)?;
+            and(cmp::eq(column, &StringArray::new_scalar(v))?)?;
         }
     }
     let ts = timestamps(rows);

@@ -219,10 +219,7 @@ fn time_overlap(f: &FileInfo, filters: &Filters) -> Overlap {
 }
 
 fn labels_match(l: &Labels, f: &Filters) -> bool {
-    [&f.level, &f.service, &f.host].iter().zip(l.iter()).all(|(want, have)| match want {
-        Some(w) => have.as_deref() == Some(w.as_str()),
-        None => true,
-    })
+    f.labels_match(l.each_ref().map(|have| have.as_deref()))
 }
 
 /// Add `rows` into per-key totals for `group_by` (a missing label is the `None` key).
@@ -231,11 +228,7 @@ pub fn add_grouped<'a>(
     rows: impl IntoIterator<Item = &'a (Labels, i64)>,
     group_by: GroupBy,
 ) {
-    let i = match group_by {
-        GroupBy::Level => 0,
-        GroupBy::Service => 1,
-        GroupBy::Host => 2,
-    };
+    let i = group_by.label_index();
     for (labels, n) in rows {
         *totals.entry(labels[i].clone()).or_default() += n;
     }

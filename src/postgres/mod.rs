@@ -70,9 +70,9 @@ pub struct PgSource {
 /// WHERE clause for the shared filters, appending bind parameters.
 pub fn where_clause(f: &Filters, params: &mut Vec<PgParam>) -> String {
     let mut conds = Vec::new();
-    for (col, val) in [("level", &f.level), ("service", &f.service), ("host", &f.host)] {
+    for (col, val) in f.labels() {
         if let Some(v) = val {
-            params.push(PgParam::Text(v.clone()));
+            params.push(PgParam::Text(v.to_string()));
             conds.push(format!("{col} = ${}", params.len()));
         }
     }
@@ -177,7 +177,7 @@ impl PgSource {
     ) -> Result<HashMap<Option<String>, i64>, QueryError> {
         let mut out: HashMap<Option<String>, i64> = HashMap::new();
         for (labels, n) in &answer.partial.counts {
-            let key = by.and_then(|by| labels[by as usize].as_deref().map(str::to_string));
+            let key = by.and_then(|by| labels[by.label_index()].as_deref().map(str::to_string));
             *out.entry(key).or_default() += *n as i64;
         }
         if !answer.partial.edges.is_empty() {

@@ -145,12 +145,7 @@ impl LabelRollup {
     /// Counts for `f`, or `None` when only PostgreSQL can answer (a time filter while some
     /// rows' timestamps are in no bucket).
     pub fn partial(&self, f: &Filters) -> Option<Partial> {
-        let wanted = |l: &Labels| {
-            [&f.level, &f.service, &f.host].iter().zip(l).all(|(want, have)| match want {
-                None => true,
-                Some(w) => have.as_deref() == Some(w.as_str()),
-            })
-        };
+        let wanted = |l: &Labels| f.labels_match(l.each_ref().map(|have| have.as_deref()));
         let mut sums = vec![0u64; self.combos.len()];
         let mut edges = Vec::new();
         if f.start_time.is_none() && f.end_time.is_none() {
