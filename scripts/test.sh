@@ -100,9 +100,9 @@ step "Kubernetes chart (helm lint --strict, helm template)"
 helm="$FLETCH_CACHE/go/bin/helm"
 chart=deploy/helm/fletch
 chart_ok=1
-# The defaults, and the variant that replaces the old Query API's NodePort with an
-# existing Secret and a fixed replica count.
-for variant in "" "--set service.type=NodePort --set autoscaling.enabled=false --set secret.create=false --set secret.existingSecret=fletch-tokens"; do
+# The defaults, the variant that replaces the old Query API's NodePort with an existing
+# Secret and a fixed replica count, and the one with a Ballista scheduler and executors.
+for variant in "" "--set service.type=NodePort --set autoscaling.enabled=false --set secret.create=false --set secret.existingSecret=fletch-tokens" "--set ballista.enabled=true"; do
     # shellcheck disable=SC2086  # the variant is a list of flags
     "$helm" lint --strict "$chart" $variant || chart_ok=0
     # shellcheck disable=SC2086
@@ -110,6 +110,7 @@ for variant in "" "--set service.type=NodePort --set autoscaling.enabled=false -
         && python3 scripts/check_chart.py < "$work/chart.yaml" || chart_ok=0
 done
 grep -q "nodePort: 30801" <("$helm" template fletch "$chart" --set service.type=NodePort) || chart_ok=0
+grep -q 'FLETCH_BALLISTA__SCHEDULER' <("$helm" template fletch "$chart" --set ballista.enabled=true) || chart_ok=0
 [[ $chart_ok -eq 1 ]] || failed+=("Kubernetes chart")
 
 if (( ${#failed[@]} )); then

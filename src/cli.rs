@@ -1,4 +1,5 @@
-//! The `fletch` command line.
+//! The `fletch` command line: `serve`, `load`, `demo`, and the Ballista roles `scheduler`
+//! and `executor`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,42 @@ pub enum Command {
     Load(LoadArgs),
     /// Private PostgreSQL + local Parquet + sample data + server, in one command.
     Demo(DemoArgs),
+    /// A Ballista scheduler for heavy SQL (`[ballista] scheduler` of the servers).
+    Scheduler(SchedulerArgs),
+    /// A Ballista executor that reads the archive and PostgreSQL of the config.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// gRPC listen address (port 0 = any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub listen: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecutorArgs {
+    /// The scheduler, e.g. df://127.0.0.1:50050
+    #[arg(long, default_value = "df://127.0.0.1:50050")]
+    pub scheduler: String,
+    /// Host to listen on and to advertise to the scheduler and to fletch.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Arrow Flight port results and shuffles are fetched from.
+    #[arg(long, default_value_t = 50061)]
+    pub flight_port: u16,
+    /// gRPC port the scheduler sends tasks to.
+    #[arg(long, default_value_t = 50062)]
+    pub grpc_port: u16,
+    /// Tasks run at once (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub slots: usize,
+    /// Directory for shuffle files (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<String>,
+    /// Where the archive and PostgreSQL are: `[parquet] url` and `[postgres] url`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Settings shared by `serve` and `demo`. Flags override env, which overrides the file.
@@ -144,6 +181,18 @@ pub fn run(cli: Cli) -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|c| crate::server::run_blocking(c).map_err(|e| e.to_string())),
         Command::Load(args) => run_load(args),
+        Command::Scheduler(args) => crate::roles::run_scheduler(crate::roles::SchedulerRole { bind: args.listen }),
+        Command::Executor(args) => args.config.resolve().map_err(|e| e.to_string()).and_then(|c| {
+            let role = crate::roles::ExecutorRole {
+                scheduler: args.scheduler,
+                bind_host: args.host,
+                flight_port: args.flight_port,
+                grpc_port: args.grpc_port,
+                slots: args.slots,
+                work_dir: args.work_dir,
+            };
+            crate::roles::run_executor(role, c)
+        }),
         Command::Demo(args) => args.config.resolve().map_err(|e| e.to_string()).and_then(|c| {
             let options = crate::demo::DemoOptions { rows: args.rows, keep: args.keep };
             crate::demo::run(options, c).map_err(|e| e.to_string())

@@ -28,6 +28,7 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub cache: CacheConfig,
     pub auth: AuthConfig,
+    pub ballista: BallistaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +202,25 @@ impl Default for CacheConfig {
 pub struct AuthConfig {
     /// Static bearer tokens; empty = no authentication.
     pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BallistaConfig {
+    /// Ballista scheduler for heavy SQL, e.g. `df://127.0.0.1:50050`; empty runs all SQL here.
+    pub scheduler: String,
+    /// SQL whose Parquet scan reads at least this many bytes of files runs on Ballista.
+    pub min_scan_bytes: u64,
+    /// Partitions a statement is planned with for Ballista (its tasks per stage); 0 = 4 × cores.
+    pub target_partitions: usize,
+    /// How often a running job's status is asked for.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for BallistaConfig {
+    fn default() -> Self {
+        Self { scheduler: String::new(), min_scan_bytes: 1 << 30, target_partitions: 0, poll_interval_ms: 50 }
+    }
 }
 
 impl PostgresConfig {

@@ -32,7 +32,8 @@
 //!   `hdfs.logs` SQL table.
 //!
 //! Above the stores:
-//! - [`sql`]: SQL over both stores in one DataFusion catalog, with limits on statement size.
+//! - [`sql`]: SQL over both stores in one DataFusion catalog, with limits on statement size;
+//!   heavy statements as jobs on a Ballista cluster ([`sql::ballista`]).
 //! - [`service`]: the one door every front end goes through — admission, time budgets,
 //!   single-flight, caching — for HTTP routes, Flight tickets and SQL alike.
 //!
@@ -45,6 +46,8 @@
 //! - [`shutdown`]: on SIGTERM, not-ready at once, no new connections, work under way
 //!   finishes within a grace period, then exit.
 //! - [`load`]: synthetic log generation and bulk loading (`fletch load`).
+//! - [`roles`]: Ballista's scheduler and executor in this binary (`fletch scheduler`,
+//!   `fletch executor`).
 //! - [`demo`]: a private PostgreSQL + local Parquet + server in one command (`fletch demo`).
 //! - [`cli`]: the `fletch` command (`serve`, `load`, `demo`) and its flags.
 
@@ -74,5 +77,6 @@ pub(crate) mod http;
 pub mod cli;
 pub mod demo;
 pub mod load;
+pub mod roles;
 pub mod server;
 pub mod shutdown;

@@ -117,6 +117,8 @@ pub struct Metrics {
     pub rejections: CounterVec,
     pub coalesced: CounterVec,
     pub executions: CounterVec,
+    /// Ballista jobs by what became of them: submitted, finished, cancelled.
+    pub ballista_jobs: CounterVec,
     pub cache_hits: CounterVec,
     pub actor_restarts: CounterVec,
     pub pg_cancels: Counter,
@@ -151,6 +153,7 @@ impl Default for Metrics {
             rejections: CounterVec::new(&["source"]),
             coalesced: CounterVec::new(&["source"]),
             executions: CounterVec::new(&["source", "kind"]),
+            ballista_jobs: CounterVec::new(&["outcome"]),
             cache_hits: CounterVec::new(&["source"]),
             actor_restarts: CounterVec::new(&["actor"]),
             pg_cancels: Counter::default(),
@@ -240,6 +243,12 @@ impl Metrics {
             "fletch_source_executions_total",
             "Queries actually executed at a source.",
             &self.executions,
+        );
+        render_counters(
+            &mut out,
+            "fletch_ballista_jobs_total",
+            "SQL statements run as Ballista jobs, by outcome (submitted, finished, cancelled).",
+            &self.ballista_jobs,
         );
         render_counters(
             &mut out,

@@ -55,7 +55,7 @@ pub struct Running {
     pub(crate) flight: Option<crate::flight::FlightServer>,
 }
 
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
@@ -63,6 +63,13 @@ fn cores() -> usize {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let pg_source = start_postgres(&config, &metrics)?;
+    if let Some(pg) = &pg_source {
+        pg.keep_rollup(RollupSettings {
+            enabled: config.postgres.rollup,
+            refresh: Duration::from_millis(config.postgres.rollup_refresh_ms.max(10)),
+            verify_every: Duration::from_millis(config.postgres.rollup_verify_interval_ms),
+        });
+    }
     let archive_source = start_archive(&config, &metrics)?;
     let admission =
         Admission::new(lane_limits(&config), Duration::from_millis(config.admission.queue_timeout_ms), metrics.clone())
@@ -80,7 +87,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let service = Arc::new(Service::new(Parts {
         postgres: serve(pg_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>)),
         hdfs: serve(archive_source.clone().map(|s| Arc::new(s) as Arc<dyn LogStore>)),
-        sql: Some(SqlEngine::new(pg_source, archive_source, partitions(&config), metrics.clone())?),
+        sql: Some(
+            SqlEngine::new(pg_source, archive_source, partitions(&config), metrics.clone())?
+                .with_ballista(crate::sql::ballista::Cluster::from_config(&config.ballista, cores())?),
+        ),
         admission,
         metrics: metrics.clone(),
         auth: Arc::new(Auth::new(&config.auth.tokens)),
@@ -135,7 +145,8 @@ fn start_flight(config: &Config, service: &Arc<Service>) -> Result<Option<crate:
         .map_err(|source| StartError::Bind { addr: config.flight.listen.clone(), source })
 }
 
-fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSource>, StartError> {
+/// The connection actors for `[postgres]`, without the label rollup (see [`start`]).
+pub(crate) fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSource>, StartError> {
     if config.postgres.url.is_empty() {
         return Ok(None);
     }
@@ -154,11 +165,6 @@ fn start_postgres(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<PgSo
         Duration::from_millis(config.admission.queue_timeout_ms),
         Duration::from_millis(config.postgres.count_ttl_ms),
     );
-    source.keep_rollup(RollupSettings {
-        enabled: config.postgres.rollup,
-        refresh: Duration::from_millis(config.postgres.rollup_refresh_ms.max(10)),
-        verify_every: Duration::from_millis(config.postgres.rollup_verify_interval_ms),
-    });
     Ok(Some(source))
 }
 

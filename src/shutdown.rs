@@ -85,6 +85,14 @@ pub async fn serve_until_signal(running: Running) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The first SIGTERM or SIGINT (for processes with nothing to drain).
+pub async fn signalled() -> &'static str {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => next(&mut term, &mut int).await,
+        _ => std::future::pending().await,
+    }
+}
+
 async fn next(term: &mut Signal, int: &mut Signal) -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",

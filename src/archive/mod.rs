@@ -133,11 +133,7 @@ impl Archive {
         let ctx = SessionContext::new_with_config_rt(config, runtime.clone());
         let scan_ctx = SessionContext::new_with_config_rt(scan_config, runtime);
         let dir_url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-        let parsed = url::Url::parse(&dir_url).map_err(|e| QueryError::internal(e.to_string()))?;
-        if parsed.scheme() == "hdfs" {
-            let base =
-                url::Url::parse(&format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]))
-                    .map_err(|e| QueryError::internal(e.to_string()))?;
+        if let Some(base) = store::object_store_base(&dir_url)? {
             // One runtime, so registering once serves both contexts.
             ctx.register_object_store(&base, store.clone());
         }

@@ -46,6 +46,17 @@ pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), QueryE
     }
 }
 
+/// The URL an archive's object store is registered under in a DataFusion runtime
+/// (`hdfs://host:port`); `None` for `file://`, which every runtime already has.
+pub fn object_store_base(url: &str) -> Result<Option<url::Url>, QueryError> {
+    let parsed = url::Url::parse(url).map_err(|e| QueryError::invalid("parquet.url", e.to_string(), None))?;
+    if parsed.scheme() != "hdfs" {
+        return Ok(None);
+    }
+    let base = format!("hdfs://{}", &parsed[url::Position::BeforeHost..url::Position::AfterPort]);
+    url::Url::parse(&base).map(Some).map_err(|e| QueryError::invalid("parquet.url", e.to_string(), None))
+}
+
 /// Engine and store failures → what clients are told. A store that does not answer is a
 /// 503; the query's own mistakes are 400; anything else the store said is a 502.
 pub fn map_df_error(e: DataFusionError) -> QueryError {

@@ -1,6 +1,8 @@
 //! `POST /api/sql`: SQL over both sources (the engine Flight SQL uses), streamed as NDJSON,
 //! CSV or Arrow IPC. Body: `{"sql": "...", "format": "ndjson|csv|arrow"}`; the format may
 //! also come from `?format=` or `Accept`. SQL mistakes are 400 with the engine's message.
+//! `"engine": "auto|local|ballista"` (or `?engine=`) says where it runs (see
+//! [`crate::ballista`]); `auto`, the default, sends only big archive scans to Ballista.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -8,6 +10,7 @@ use serde::Deserialize;
 use super::logs::{negotiate_format, open_stream, stream_response};
 use super::peer::unless_client_leaves;
 use super::{query_params, ApiError};
+use crate::sql::ballista::Placement;
 use crate::error::QueryError;
 use crate::query::check_params;
 use crate::service::Service;
@@ -18,18 +21,27 @@ struct SqlRequest {
     sql: String,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    engine: Option<String>,
 }
 
 pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<Service>) -> Result<HttpResponse, ApiError> {
-    let query = check_params(&query_params(&req), &["format"])?;
+    let query = check_params(&query_params(&req), &["format", "engine"])?;
     let parsed: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         QueryError::invalid(
             "body",
-            format!("expected a JSON object {{\"sql\": \"SELECT …\", \"format\": \"ndjson|csv|arrow\"}}: {e}"),
+            format!(
+                "expected a JSON object {{\"sql\": \"SELECT …\", \"format\": \"ndjson|csv|arrow\", \"engine\": \"auto|local|ballista\"}}: {e}"
+            ),
             None,
         )
     })?;
     let format = negotiate_format(&req, parsed.format.as_ref().or(query.get("format")))?;
-    let (first, rest) = unless_client_leaves(&req, open_stream(state.sql(parsed.sql, Vec::new()))).await?;
+    let placement = match parsed.engine.as_ref().or(query.get("engine")) {
+        Some(e) => Placement::parse(e)?,
+        None => Placement::Auto,
+    };
+    let (first, rest) =
+        unless_client_leaves(&req, open_stream(state.sql_on(parsed.sql, Vec::new(), placement))).await?;
     Ok(stream_response(format, first, rest)?)
 }

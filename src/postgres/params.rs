@@ -3,7 +3,7 @@
 use tokio_postgres::types::{ToSql, Type};
 
 /// A bind parameter. Column names never travel as parameters: they come from whitelists.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PgParam {
     Text(String),
     F64(f64),

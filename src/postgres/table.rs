@@ -2,6 +2,7 @@
 //! fletch's connection actors, with the projection, the translatable filters (see
 //! [`super::pushdown`]) and the limit pushed into it. Batches stream through as they arrive;
 //! dropping the stream drops the [`PgSource`] stream, which cancels the query in PostgreSQL.
+//! A scan is a [`PgScanExec`], which a Ballista executor can rebuild from its SQL.
 
 use std::sync::Arc;
 
@@ -14,9 +15,13 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{stream, StreamExt};
 
 use super::filters::{classify, conditions, projected_schema, PgColumn};
@@ -47,17 +52,7 @@ impl std::fmt::Debug for PgSourceHandle {
 impl PgTable {
     /// `logs` with the column layout of [`crate::schema::logs_schema`].
     pub fn logs(source: PgSource) -> Self {
-        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let columns = vec![
-            PgColumn::new("id", None, DataType::Int64),
-            PgColumn::new("timestamp", None, DataType::Float64),
-            PgColumn::new("level", None, DataType::Utf8),
-            PgColumn::new("service", None, DataType::Utf8),
-            PgColumn::new("host", None, DataType::Utf8),
-            PgColumn::new("message", None, DataType::Utf8),
-            PgColumn::new("metadata", Some("metadata::text"), DataType::Utf8),
-            PgColumn::new("created_at", None, ts),
-        ];
+        let columns = logs_columns();
         let schema = Arc::new(projected_schema(&columns, None));
         let table = source.tables().logs.clone();
         Self { source: PgSourceHandle(source), table, columns, schema }
@@ -105,6 +100,21 @@ impl PgTable {
     }
 }
 
+/// The columns of `logs` as PostgreSQL stores them and as the table shows them.
+fn logs_columns() -> Vec<PgColumn> {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+    vec![
+        PgColumn::new("id", None, DataType::Int64),
+        PgColumn::new("timestamp", None, DataType::Float64),
+        PgColumn::new("level", None, DataType::Utf8),
+        PgColumn::new("service", None, DataType::Utf8),
+        PgColumn::new("host", None, DataType::Utf8),
+        PgColumn::new("message", None, DataType::Utf8),
+        PgColumn::new("metadata", Some("metadata::text"), DataType::Utf8),
+        PgColumn::new("created_at", None, ts),
+    ]
+}
+
 #[async_trait]
 impl TableProvider for PgTable {
     fn schema(&self) -> SchemaRef {
@@ -128,28 +138,86 @@ impl TableProvider for PgTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let (sql, params) = self.scan_sql(projection, filters, limit);
         tracing::debug!(%sql, params = params.len(), "postgres scan");
-        let schema: SchemaRef = Arc::new(projected_schema(&self.columns, projection));
-        let part = Arc::new(PgScan { source: self.source.clone(), sql, params, schema: schema.clone() });
-        Ok(Arc::new(StreamingTableExec::try_new(schema, vec![part], None, Vec::new(), false, limit)?))
+        Ok(Arc::new(PgScanExec::new(Some(self.source.0.clone()), sql, params, projection.cloned())))
     }
 }
 
-/// One scan's query; executed when DataFusion pulls the partition.
+/// One scan's query, run when DataFusion pulls its one partition. Plain data (the SQL, its
+/// parameters and the projection) plus the source to run it on, so a Ballista executor can
+/// rebuild it with its own connections (see [`crate::ballista::codec`]).
 #[derive(Debug)]
-struct PgScan {
-    source: PgSourceHandle,
-    sql: String,
-    params: Vec<PgParam>,
+pub struct PgScanExec {
+    /// `None` where the plan is only passed on (a Ballista scheduler has no PostgreSQL).
+    source: Option<PgSourceHandle>,
+    pub sql: String,
+    pub params: Vec<PgParam>,
+    pub projection: Option<Vec<usize>>,
     schema: SchemaRef,
+    properties: Arc<PlanProperties>,
 }
 
-impl PartitionStream for PgScan {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
+impl PgScanExec {
+    /// The scan of `projection` of `logs` that `sql` runs, on `source` when there is one.
+    pub fn new(source: Option<PgSource>, sql: String, params: Vec<PgParam>, projection: Option<Vec<usize>>) -> Self {
+        let schema: SchemaRef = Arc::new(projected_schema(&logs_columns(), projection.as_ref()));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self { source: source.map(PgSourceHandle), sql, params, projection, schema, properties }
+    }
+}
+
+impl DisplayAs for PgScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "PgScanExec: {}", self.sql)
+    }
+}
+
+#[allow(deprecated)] // `with_new_children` is still a required method in DataFusion 55
+impl ExecutionPlan for PgScanExec {
+    fn name(&self) -> &str {
+        "PgScanExec"
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (source, sql, params) = (self.source.0.clone(), self.sql.clone(), self.params.clone());
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, _partition: usize, _ctx: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let Some(source) = &self.source else {
+            return Err(DataFusionError::External(Box::new(QueryError::unavailable(
+                "postgres",
+                "this process has no PostgreSQL configured ([postgres] url)",
+                crate::error::RetryAfter::Outage,
+            ))));
+        };
+        let (source, sql, params) = (source.0.clone(), self.sql.clone(), self.params.clone());
         let schema = self.schema.clone();
         let batches = stream::once(async move { source.query(sql, params).await })
             .flat_map(|opened| match opened {
@@ -157,7 +225,7 @@ impl PartitionStream for PgScan {
                 Err(e) => stream::iter(vec![Err(e)]).boxed(),
             })
             .map(move |b| b.and_then(|b| conform(&schema, b)).map_err(|e| DataFusionError::External(Box::new(e))));
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
     }
 }
 

@@ -8,6 +8,7 @@ use datafusion::common::ScalarValue;
 use futures::{stream, StreamExt};
 
 use super::admission::{acquire, Lane};
+use crate::sql::ballista::Placement;
 use super::{deadline, Service};
 use crate::error::QueryError;
 use crate::sql::Prepared;
@@ -17,9 +18,20 @@ impl Service {
     /// Run a statement. The first item is an empty batch with the result schema; dropping
     /// the stream stops the query at its source.
     pub async fn sql(&self, sql: String, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
+        self.sql_on(sql, params, Placement::Auto).await
+    }
+
+    /// [`Self::sql`], run where the client asked (see [`crate::ballista`]).
+    pub async fn sql_on(
+        &self,
+        sql: String,
+        params: Vec<ScalarValue>,
+        placement: Placement,
+    ) -> Result<BatchStream, QueryError> {
         let engine = self.engine()?;
         let budget = self.0.query_timeout;
-        let planned = deadline::within(budget, &self.0.metrics, engine.plan(sql, params)).await?;
+        let mut planned = deadline::within(budget, &self.0.metrics, engine.plan(sql, params)).await?;
+        planned.placement = placement;
         // Always in the same order (postgres, hdfs), so two statements cannot deadlock.
         let mut permits = Vec::with_capacity(planned.sources.len());
         for source in &planned.sources {

@@ -10,6 +10,7 @@
 //! carries the schema (also for zero rows), like the sources' streams. Admission, the
 //! time budget and cancellation are the service's ([`crate::service::Service::sql`]).
 //!
+//! - [`ballista`]: heavy statements as jobs on a Ballista cluster.
 //! - [`limits`]: how long and how deep a statement may be, checked before planning.
 //! - [`cancel`]: stopping a running plan between any two of its batches.
 //! - [`wire`]: result types every client can read (no view types).
@@ -18,6 +19,7 @@
 //!   PostgreSQL alone run there whole) and [`crate::archive::sql_rollup`] (label
 //!   aggregates over `hdfs.logs` from the rollups).
 
+pub mod ballista;
 pub mod cancel;
 pub mod limits;
 pub mod text_budget;
@@ -33,6 +35,7 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -40,6 +43,7 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{stream, StreamExt};
 
 use crate::archive::{sql_rollup, Archive};
+use ballista::{Cluster, Placement};
 use crate::error::{causes, QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
@@ -80,9 +84,12 @@ pub struct SqlEngine {
     pg: Option<PgSource>,
     /// Answers archive aggregates from its rollups (see [`sql_rollup`]).
     hdfs: Option<Archive>,
-    /// Counts queries PostgreSQL ran whole and archive aggregates answered from rollups
-    /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"}`).
+    /// Counts queries PostgreSQL ran whole, archive aggregates answered from rollups and
+    /// statements run on Ballista
+    /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"|"ballista"}`).
     metrics: Arc<Metrics>,
+    /// Runs heavy statements (see [`crate::ballista`]).
+    ballista: Option<Arc<Cluster>>,
 }
 
 /// A statement planned and ready to run: what it reads decides which permits it needs.
@@ -99,6 +106,8 @@ pub struct Planned {
     pub sources: Vec<Source>,
     /// The result schema as clients receive it.
     pub schema: SchemaRef,
+    /// Where the client wants it run.
+    pub placement: Placement,
 }
 
 impl SqlEngine {
@@ -141,7 +150,13 @@ impl SqlEngine {
         if let Some(p) = &parquet {
             add("hdfs", p.table())?;
         }
-        Ok(Self { ctx, executor, pg, hdfs: parquet, metrics })
+        Ok(Self { ctx, executor, pg, hdfs: parquet, metrics, ballista: None })
+    }
+
+    /// Send heavy statements to this Ballista cluster.
+    pub fn with_ballista(mut self, cluster: Option<Cluster>) -> Self {
+        self.ballista = cluster.map(Arc::new);
+        self
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -194,10 +209,15 @@ impl SqlEngine {
     /// dropping the stream stops the query (and cancels PostgreSQL scans).
     pub fn run(&self, planned: Planned) -> BatchStream {
         let (ctx, pg, hdfs, metrics) = (self.ctx.clone(), self.pg.clone(), self.hdfs.clone(), self.metrics.clone());
+        let ballista = self.ballista.clone();
         let flag = cancel::CancelFlag::default();
         let on_drop = cancel::CancelOnDrop(flag.clone());
         let results = self.executor.stream(async move {
-            let Planned { plan, task, logical, logical_schema, schema, .. } = planned;
+            let Planned { plan, task, logical, logical_schema, schema, placement, .. } = planned;
+            if placement == Placement::Ballista && ballista.is_none() {
+                let why = "no Ballista scheduler is configured ([ballista] scheduler)";
+                return Err(QueryError::invalid("engine", why, Some(&["auto", "local"])));
+            }
             let plan = match plan {
                 Some(plan) => plan,
                 None => match answer_from_rollups(&ctx, hdfs.as_ref(), &logical, &logical_schema).await {
@@ -213,12 +233,18 @@ impl SqlEngine {
                     metrics.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
                     pushed
                 }
-                None => {
-                    let plan = cancel::guard(plan, &flag).map_err(sql_error)?;
-                    let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
-                    let schema = schema.clone();
-                    Box::pin(results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema))))
+                None if ballista.as_ref().is_some_and(|c| c.wants(&plan, placement)) => {
+                    let cluster = ballista.as_ref().expect("checked above");
+                    match on_ballista(&ctx, cluster, &logical, placement, metrics.clone()).await? {
+                        Some(results) => {
+                            metrics.executions.with_labels(&[Source::Hdfs.name(), "ballista"]).inc();
+                            let schema = schema.clone();
+                            Box::pin(results.map(move |b| b.and_then(|b| wire::to_wire(b, &schema))))
+                        }
+                        None => run_here(plan, task, &flag, schema.clone())?,
+                    }
                 }
+                None => run_here(plan, task, &flag, schema.clone())?,
             };
             let first = RecordBatch::new_empty(schema);
             Ok(Box::pin(stream::once(async move { Ok(first) }).chain(results)) as BatchStream)
@@ -266,6 +292,41 @@ impl SqlEngine {
         }
         out.sort();
         out
+    }
+}
+
+/// Run a plan on the dedicated runtime, every edge guarded by `flag`.
+fn run_here(
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    flag: &cancel::CancelFlag,
+    schema: SchemaRef,
+) -> Result<BatchStream, QueryError> {
+    let plan = cancel::guard(plan, flag).map_err(sql_error)?;
+    let results = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_error)?;
+    Ok(Box::pin(results.map(move |b| b.map_err(sql_error).and_then(|b| wire::to_wire(b, &schema)))))
+}
+
+/// The statement planned again with the cluster's partitions and run there as a job;
+/// `None` when a plan the client did not send there explicitly cannot be sent (it then
+/// runs here).
+async fn on_ballista(
+    ctx: &SessionContext,
+    cluster: &Cluster,
+    logical: &LogicalPlan,
+    placement: Placement,
+    metrics: Arc<Metrics>,
+) -> Result<Option<BatchStream>, QueryError> {
+    let config = ctx.copied_config().with_target_partitions(cluster.target_partitions);
+    let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(config.clone()).build();
+    let plan = state.create_physical_plan(logical).await.map_err(plan_error)?;
+    match cluster.encode(plan) {
+        Ok(encoded) => Ok(Some(cluster.run(encoded, &config, metrics))),
+        Err(e) if placement == Placement::Auto => {
+            tracing::warn!(error = %e, "running here what Ballista cannot run");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -380,11 +441,11 @@ async fn physical_plan(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>
     let logical_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     if sql_rollup::candidate(&logical).is_some() {
         let schema = wire::wire_schema(&logical_schema);
-        return Ok(Planned { plan: None, logical_schema, task, logical, sources, schema });
+        return Ok(Planned { plan: None, logical_schema, task, logical, sources, schema, placement: Placement::Auto });
     }
     let plan = df.create_physical_plan().await.map_err(plan_error)?;
     let schema = wire::wire_schema(&plan.schema());
-    Ok(Planned { plan: Some(plan), logical_schema, task, logical, sources, schema })
+    Ok(Planned { plan: Some(plan), logical_schema, task, logical, sources, schema, placement: Placement::Auto })
 }
 
 /// `$3` → 3.

@@ -39,9 +39,12 @@ struct Bounded {
     growth: Growth,
 }
 
+/// The functions [`register`] replaces.
+pub const NAMES: [&str; 3] = ["lpad", "rpad", "repeat"];
+
 /// Replace the built-ins in `ctx` by their bounded versions.
 pub fn register(ctx: &SessionContext) {
-    for (name, growth) in [("lpad", Growth::Pad), ("rpad", Growth::Pad), ("repeat", Growth::Repeat)] {
+    for (name, growth) in NAMES.into_iter().zip([Growth::Pad, Growth::Pad, Growth::Repeat]) {
         // The built-ins are always there; a build without them has nothing to guard.
         if let Ok(inner) = ctx.udf(name) {
             ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, growth }));

@@ -5,7 +5,7 @@ Environment:
   FLETCH_TEST_PG_URL  PostgreSQL to use (required; a database `fletch_pytest` is recreated in it)
   FLETCH_BIN          fletch binary (default $CARGO_TARGET_DIR/debug/fletch, else target/debug/fletch)
   FLETCH_JDBC_JAR     Flight SQL JDBC driver (default /var/cache/fletch/jars/flight-sql-jdbc-driver.jar)
-  FLETCH_TEST_HDFS_URL  MiniDFS for test_spark_archive.py (required under CI; elsewhere started
+  FLETCH_TEST_HDFS_URL  MiniDFS for test_spark_archive.py and test_ballista.py (required under CI; elsewhere started
                       with scripts/minidfs.sh when not set)
 
 A missing PostgreSQL, binary or server start is a test *failure*, never a skip.
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 BOTH = 20_000
 PG_ONLY = 30_000
 TOKEN = "py-t0ken"
+CI = os.environ.get("CI") in ("true", "1")
 JDBC_JAR = os.environ.get("FLETCH_JDBC_JAR", "/var/cache/fletch/jars/flight-sql-jdbc-driver.jar")
 
 
@@ -177,3 +179,42 @@ def spark():
     s = spark_session(jars=[JDBC_JAR] if os.path.isfile(JDBC_JAR) else [])
     yield s
     s.stop()
+
+
+
+def spark_archive_at(spark, url, **kw):
+    """An archive as the pipeline's Spark job writes it (see spark_archive.py)."""
+    from spark_archive import write_archive
+
+    a = write_archive(spark, url, **kw)
+    print(f"\nspark archive {url} (tz {a.tz}): {a.rows} rows, {a.batches} micro-batches, {len(a.files)} files, "
+          f"written in {a.seconds:.1f} s")
+    return a
+
+
+@pytest.fixture(scope="session")
+def hdfs_url():
+    url = os.environ.get("FLETCH_TEST_HDFS_URL", "").rstrip("/")
+    if url:
+        yield url
+        return
+    if CI:
+        _fail("FLETCH_TEST_HDFS_URL is not set (required under CI: scripts/test.sh starts MiniDFS)")
+    script = str(REPO / "scripts" / "minidfs.sh")
+    running = subprocess.run(["bash", script, "status"], capture_output=True).returncode == 0
+    out = subprocess.run(["bash", script, "start"], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        _fail(f"scripts/minidfs.sh start failed:\n{out.stderr[-3000:]}")
+    yield out.stdout.strip().splitlines()[-1]
+    if not running:
+        subprocess.run(["bash", script, "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def hdfs_archive(spark, hdfs_url):
+    url = f"{hdfs_url}/fletch-pytest/{uuid.uuid4().hex[:12]}/raw"
+    a = spark_archive_at(spark, url, tz="UTC")
+    yield a
+    from spark_archive import HadoopFs
+
+    HadoopFs(spark, url).delete(url.rsplit("/", 1)[0])

@@ -19,11 +19,9 @@ Spark archive is fletch's, not the harness's.
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -32,11 +30,10 @@ import pyarrow.flight as flight
 import pytest
 import requests
 
-from conftest import REPO, _fail, _start, fletch_bin, stop
-from spark_archive import (BEFORE_BOUNDARY, BOUNDARY, ORPHAN_MESSAGE, PARTITIONS, START, Archive, HadoopFs, Truth,
-                           below, epoch, local_path, write_archive)
+from conftest import REPO, _fail, _start, fletch_bin, spark_archive_at, stop
+from spark_archive import (BEFORE_BOUNDARY, BOUNDARY, ORPHAN_MESSAGE, PARTITIONS, START, Archive, Truth, below, epoch,
+                           local_path)
 
-CI = os.environ.get("CI") in ("true", "1")
 ROW_KEYS = ("id", "timestamp", "level", "service", "host", "message", "metadata")
 LOGS = "/api/query/hdfs/logs"
 
@@ -78,42 +75,12 @@ class Case:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def hdfs_url():
-    url = os.environ.get("FLETCH_TEST_HDFS_URL", "").rstrip("/")
-    if url:
-        yield url
-        return
-    if CI:
-        _fail("FLETCH_TEST_HDFS_URL is not set (required under CI: scripts/test.sh starts MiniDFS)")
-    script = str(REPO / "scripts" / "minidfs.sh")
-    running = subprocess.run(["bash", script, "status"], capture_output=True).returncode == 0
-    out = subprocess.run(["bash", script, "start"], capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        _fail(f"scripts/minidfs.sh start failed:\n{out.stderr[-3000:]}")
-    yield out.stdout.strip().splitlines()[-1]
-    if not running:
-        subprocess.run(["bash", script, "stop"], capture_output=True, timeout=120)
-
-
-def _archive(spark, url, **kw):
-    a = write_archive(spark, url, **kw)
-    print(f"\nspark archive {url} (tz {a.tz}): {a.rows} rows, {a.batches} micro-batches, {len(a.files)} files, "
-          f"written in {a.seconds:.1f} s")
-    return a
+_archive = spark_archive_at
 
 
 @pytest.fixture(scope="session")
 def file_archive(spark, workdir):
     return _archive(spark, f"file://{workdir}/spark-utc/raw", tz="UTC")
-
-
-@pytest.fixture(scope="session")
-def hdfs_archive(spark, hdfs_url):
-    url = f"{hdfs_url}/fletch-pytest/{uuid.uuid4().hex[:12]}/raw"
-    a = _archive(spark, url, tz="UTC")
-    yield a
-    HadoopFs(spark, url).delete(url.rsplit("/", 1)[0])
 
 
 def _fletch_load(d, rows, file_rows, seed, start, rate):
