@@ -38,6 +38,9 @@ pub struct SchedulerArgs {
     /// gRPC listen address (port 0 = any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:50050")]
     pub listen: String,
+    /// Where the archive is: `[parquet] url`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,7 +184,11 @@ pub fn run(cli: Cli) -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|c| crate::server::run_blocking(c).map_err(|e| e.to_string())),
         Command::Load(args) => run_load(args),
-        Command::Scheduler(args) => crate::roles::run_scheduler(crate::roles::SchedulerRole { bind: args.listen }),
+        Command::Scheduler(args) => args
+            .config
+            .resolve()
+            .map_err(|e| e.to_string())
+            .and_then(|c| crate::roles::run_scheduler(crate::roles::SchedulerRole { bind: args.listen }, c)),
         Command::Executor(args) => args.config.resolve().map_err(|e| e.to_string()).and_then(|c| {
             let role = crate::roles::ExecutorRole {
                 scheduler: args.scheduler,

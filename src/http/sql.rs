@@ -10,10 +10,10 @@ use serde::Deserialize;
 use super::logs::{negotiate_format, open_stream, stream_response};
 use super::peer::unless_client_leaves;
 use super::{query_params, ApiError};
-use crate::sql::ballista::Placement;
 use crate::error::QueryError;
 use crate::query::check_params;
 use crate::service::Service;
+use crate::sql::ballista::Placement;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,9 +8,9 @@ use datafusion::common::ScalarValue;
 use futures::{stream, StreamExt};
 
 use super::admission::{acquire, Lane};
-use crate::sql::ballista::Placement;
 use super::{deadline, Service};
 use crate::error::QueryError;
+use crate::sql::ballista::Placement;
 use crate::sql::Prepared;
 use crate::stream::BatchStream;
 

@@ -35,7 +35,6 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -43,7 +42,6 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{stream, StreamExt};
 
 use crate::archive::{sql_rollup, Archive};
-use ballista::{Cluster, Placement};
 use crate::error::{causes, QueryError, RetryAfter};
 use crate::executor::DedicatedExecutor;
 use crate::metrics::Metrics;
@@ -51,6 +49,7 @@ use crate::postgres::table::PgTable;
 use crate::postgres::{whole_query, PgSource};
 use crate::query::Source;
 use crate::stream::BatchStream;
+use ballista::{Cluster, Placement};
 
 /// The catalog every table lives in.
 pub const CATALOG: &str = "fletch";
@@ -317,8 +316,9 @@ async fn on_ballista(
     placement: Placement,
     metrics: Arc<Metrics>,
 ) -> Result<Option<BatchStream>, QueryError> {
-    let config = ctx.copied_config().with_target_partitions(cluster.target_partitions);
-    let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(config.clone()).build();
+    let mut state = ctx.state();
+    state.config_mut().options_mut().execution.target_partitions = cluster.target_partitions;
+    let config = state.config().clone();
     let plan = state.create_physical_plan(logical).await.map_err(plan_error)?;
     match cluster.encode(plan) {
         Ok(encoded) => Ok(Some(cluster.run(encoded, &config, metrics))),

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 
+import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.ipc as ipc
 import pytest
 import requests
@@ -81,7 +82,7 @@ def cluster(pg, data, workdir, hdfs_archive):
     procs = []
     try:
         log = workdir / "ballista-scheduler.log"
-        procs.append(_spawn(["scheduler", "--listen", "127.0.0.1:0"], log))
+        procs.append(_spawn(["scheduler", "--listen", "127.0.0.1:0", "--parquet-url", hdfs_archive.url], log))
         scheduler = _wait_for(r"df://127\.0\.0\.1:\d+", log, procs[-1]).group(0)
         executors = []
         for i in range(2):
@@ -132,7 +133,7 @@ def test_every_executor_takes_tasks(cluster):
     """A scan of many files is split into tasks on both executors."""
     sql(cluster["server"], GROUP_BY, "ballista")
     for elog in cluster["executor_logs"]:
-        assert re.search(r"(?i)task", elog.read_text()), f"no task ran on {elog}:\n{elog.read_text()[-2000:]}"
+        assert re.search(r"Finished task", elog.read_text()), f"no task ran on {elog}:\n{elog.read_text()[-2000:]}"
 
 
 def test_client_that_leaves_cancels_its_job(cluster):
@@ -163,18 +164,60 @@ def test_engine_is_checked(cluster, server):
     assert r.status_code == 400 and "[ballista] scheduler" in r.text, r.text
 
 
+def _auto_server(pg, workdir, hdfs_archive, scheduler, name, *extra):
+    return _start(pg, hdfs_archive.url, workdir, name,
+                  ["--set", f"ballista.scheduler={scheduler}", "--set", "ballista.min_scan_bytes=1",
+                   "--set", "cache.ttl_ms=0", *extra], require_ready=False)
+
+
+def _scheduler(cluster):
+    return re.search(r"df://\S+", cluster["scheduler_log"].read_text()).group(0)
+
+
 def test_big_scans_go_to_ballista_by_themselves(pg, workdir, hdfs_archive, cluster):
-    """`auto`: a scan of at least ballista.min_scan_bytes runs there, a smaller one here."""
-    scheduler = re.search(r"df://\S+", cluster["scheduler_log"].read_text()).group(0)
-    s = _start(pg, hdfs_archive.url, workdir, "ballista-auto",
-               ["--set", f"ballista.scheduler={scheduler}", "--set", "ballista.min_scan_bytes=1",
-                "--set", "cache.ttl_ms=0"], require_ready=False)
+    """`auto`: a scan of at least ballista.min_scan_bytes runs there, over HTTP and Flight SQL;
+    PostgreSQL alone keeps its pushdown."""
+    s = _auto_server(pg, workdir, hdfs_archive, _scheduler(cluster), "ballista-auto")
     try:
         before = ballista_runs(s)
         table = sql(s, GROUP_BY, "auto")
         assert ballista_runs(s) == before + 1 and table.num_rows > 0
-        # PostgreSQL alone keeps its pushdown.
+        with flightsql.connect(s.grpc, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(GROUP_BY)
+            assert cur.fetch_arrow_table().to_pylist() == table.to_pylist()
+        assert ballista_runs(s) == before + 2
         sql(s, "SELECT count(*) FROM postgres.logs", "auto")
-        assert ballista_runs(s) == before + 1
+        assert ballista_runs(s) == before + 2
+    finally:
+        stop(s)
+
+
+def test_time_budget_cancels_the_job(pg, workdir, hdfs_archive, cluster):
+    s = _auto_server(pg, workdir, hdfs_archive, _scheduler(cluster), "ballista-budget",
+                     "--set", "admission.query_timeout_ms=2000")
+    try:
+        started = time.time()
+        r = requests.post(s.http + "/api/sql", json={"sql": ENDLESS}, timeout=30)
+        assert r.status_code in (503, 504) and "timeout" in r.text.lower(), r.text
+        assert time.time() - started < 2 + 3
+        deadline = time.time() + 20
+        while time.time() < deadline and metric(s, "fletch_ballista_jobs_total", {"outcome": "cancelled"}) < 1:
+            time.sleep(0.2)
+        assert metric(s, "fletch_ballista_jobs_total", {"outcome": "cancelled"}) == 1
+    finally:
+        stop(s)
+
+
+def test_errors_keep_their_meaning(pg, workdir, hdfs_archive, cluster):
+    """The statement's own error is a 400 as locally; a scheduler that does not answer a 503."""
+    server = cluster["server"]
+    r = requests.post(server.http + "/api/sql", timeout=60, json={
+        "sql": "SELECT 1 / (length(message) - length(message)) FROM hdfs.logs", "engine": "ballista"})
+    assert r.status_code == 400 and "DivideByZero" in r.text, r.text
+    s = _auto_server(pg, workdir, hdfs_archive, f"df://127.0.0.1:{_free_port()}", "ballista-nobody")
+    try:
+        r = requests.post(s.http + "/api/sql", json={"sql": GROUP_BY}, timeout=30)
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
+        assert "Ballista scheduler" in r.json()["message"]
     finally:
         stop(s)

@@ -87,7 +87,8 @@ impl PhysicalExtensionCodec for FletchCodec {
         let Some(scan) = node.downcast_ref::<PgScanExec>() else {
             return self.ballista.try_encode(node, buf, converter);
         };
-        let m = PgScanMessage { sql: scan.sql.clone(), params: scan.params.clone(), projection: scan.projection.clone() };
+        let m =
+            PgScanMessage { sql: scan.sql.clone(), params: scan.params.clone(), projection: scan.projection.clone() };
         buf.extend_from_slice(PG_SCAN);
         serde_json::to_writer(buf, &m).map_err(|e| DataFusionError::Internal(format!("PostgreSQL scan: {e}")))
     }
@@ -104,5 +105,44 @@ impl PhysicalExtensionCodec for FletchCodec {
             (true, Some(f)) => Ok(f.clone()),
             _ => self.ballista.try_decode_udf(name, buf),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+    use prost::Message;
+
+    #[test]
+    fn postgres_scans_cross_the_wire_with_their_sql_parameters_and_projection() {
+        let codec = FletchCodec::new(None);
+        let sql = "SELECT \"level\", \"host\" FROM logs WHERE \"level\" = $1 LIMIT $2".to_string();
+        let params = vec![PgParam::Text("ERROR".into()), PgParam::I64(10)];
+        let scan: Arc<dyn ExecutionPlan> =
+            Arc::new(PgScanExec::new(None, sql.clone(), params.clone(), Some(vec![2, 4])));
+        let bytes = PhysicalPlanNode::try_from_physical_plan(scan.clone(), &codec).unwrap().encode_to_vec();
+        let node = PhysicalPlanNode::decode(bytes.as_slice()).unwrap();
+        let back = node.try_into_physical_plan(&SessionContext::new().task_ctx(), &codec).unwrap();
+        let back = back.downcast_ref::<PgScanExec>().expect("a PostgreSQL scan");
+        assert_eq!((&back.sql, &back.params, &back.projection), (&sql, &params, &Some(vec![2, 4])));
+        assert_eq!(back.schema(), scan.schema());
+    }
+
+    #[test]
+    fn fletchs_functions_are_marked_and_found_again_by_name() {
+        let codec = FletchCodec::new(None);
+        for name in ["lpad", "repeat", "fletch_map_to_json"] {
+            let mut buf = Vec::new();
+            codec.try_encode_udf(codec.udfs[name].as_ref(), &mut buf).unwrap();
+            assert_eq!(buf, FLETCH_UDF);
+            assert!(Arc::ptr_eq(&codec.try_decode_udf(name, &buf).unwrap(), &codec.udfs[name]));
+        }
+        // DataFusion's own functions travel by name alone.
+        let upper = datafusion::functions::string::upper();
+        let mut buf = Vec::new();
+        codec.try_encode_udf(&upper, &mut buf).unwrap();
+        assert!(buf.is_empty());
     }
 }

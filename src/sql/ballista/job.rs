@@ -64,7 +64,11 @@ pub fn run(
 
 async fn connect(url: &str) -> Result<Scheduler, QueryError> {
     let unreachable = |e: &dyn std::fmt::Display| {
-        QueryError::unavailable("ballista", format!("the Ballista scheduler at {url} did not answer: {e}"), RetryAfter::Outage)
+        QueryError::unavailable(
+            "ballista",
+            format!("the Ballista scheduler at {url} did not answer: {e}"),
+            RetryAfter::Outage,
+        )
     };
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| QueryError::internal(format!("Ballista scheduler URL {url}: {e}")))?
@@ -111,16 +115,39 @@ async fn wait(scheduler: &mut Scheduler, job: &str, poll: Duration) -> Result<Ve
     }
 }
 
-/// A failed job's message is an executor's DataFusion error as text: what the statement
-/// itself causes (`1/0`, a bad cast) reads as such and is the client's 400, like locally;
-/// executors or the store failing are a 503.
+/// A failed job's message is an executor's DataFusion error as text, so it is classified by
+/// what it names: a store, an executor or the network failing is a 503; what the
+/// statement's own values cause (`1/0`, a bad cast) the client's 400, as locally; anything
+/// else a 502, an error the cluster answered with.
 fn job_failed(job: &str, error: &str) -> QueryError {
-    let message = format!("Ballista job {job} failed: {error}");
-    let lost = ["executor lost", "Executor lost", "not answer", "connection", "Connection", "transport error"];
-    if lost.iter().any(|w| error.contains(w)) {
+    const DOWN: [&str; 9] = [
+        "ObjectStore",
+        "IoError",
+        "HdfsError",
+        "xecutor lost",
+        "transport error",
+        "onnection",
+        "navailable",
+        "overloaded",
+        "did not answer",
+    ];
+    const STATEMENT: [&str; 8] = [
+        "DivideByZero",
+        "CastError",
+        "ArithmeticOverflow",
+        "InvalidArgumentError",
+        "ComputeError",
+        "ParseError",
+        "regex",
+        "Plan(",
+    ];
+    let message = format!("Ballista job {job} failed: {}", error.trim());
+    if DOWN.iter().any(|w| error.contains(w)) {
         QueryError::unavailable("ballista", message, RetryAfter::Outage)
-    } else {
+    } else if STATEMENT.iter().any(|w| error.contains(w)) {
         QueryError::Sql(message)
+    } else {
+        QueryError::store("ballista", message)
     }
 }
 
@@ -150,19 +177,10 @@ async fn fetch(
             RetryAfter::Outage,
         )
     };
-    let mut client = BallistaClient::try_new(
-        &executor.host,
-        executor.port as u16,
-        MAX_MESSAGE,
-        false,
-        None,
-        3,
-        100,
-        0,
-        0,
-    )
-    .await
-    .map_err(|e| unreachable(&e))?;
+    let mut client =
+        BallistaClient::try_new(&executor.host, executor.port as u16, MAX_MESSAGE, false, None, 3, 100, 0, 0)
+            .await
+            .map_err(|e| unreachable(&e))?;
     let batches = client
         .fetch_partition(&executor.id, &partition.into(), location.file_id, layout, true)
         .await
@@ -200,5 +218,20 @@ impl Drop for CancelOnDrop {
             }
             Err(_) => tracing::warn!(job = %self.job, "no runtime to cancel the ballista job on"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_failures_are_classified_by_what_they_name() {
+        let user =
+            "Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(DivideByZero))))";
+        assert!(matches!(job_failed("j", user), QueryError::Sql(_)));
+        let down = "Task failed: External(HdfsError(IOError(Os { code: 111 })))";
+        assert!(matches!(job_failed("j", down), QueryError::Unavailable { .. }));
+        assert!(matches!(job_failed("j", "something else"), QueryError::Store { .. }));
     }
 }

@@ -51,7 +51,11 @@ impl Placement {
             "auto" => Ok(Self::Auto),
             "local" => Ok(Self::Local),
             "ballista" => Ok(Self::Ballista),
-            _ => Err(QueryError::invalid("engine", format!("unknown engine `{v}`"), Some(&["auto", "local", "ballista"]))),
+            _ => Err(QueryError::invalid(
+                "engine",
+                format!("unknown engine `{v}`"),
+                Some(&["auto", "local", "ballista"]),
+            )),
         }
     }
 }
@@ -72,7 +76,8 @@ impl Cluster {
             return Ok(None);
         }
         let url = url::Url::parse(&c.scheduler).ok().filter(|u| matches!(u.scheme(), "df" | "http"));
-        let Some((host, port)) = url.as_ref().and_then(|u| Some((u.host_str()?.to_string(), u.port().unwrap_or(50050))))
+        let Some((host, port)) =
+            url.as_ref().and_then(|u| Some((u.host_str()?.to_string(), u.port().unwrap_or(50050))))
         else {
             let msg = format!("`{}` is not a scheduler address; use df://host:port", c.scheduler);
             return Err(QueryError::invalid("ballista.scheduler", msg, None));
@@ -124,7 +129,8 @@ impl Cluster {
 pub fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let mut total: Option<u64> = None;
     let _ = plan.apply(|node| {
-        let files = node.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>());
+        let files =
+            node.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>());
         if let Some(scan) = files {
             let bytes: u64 = scan.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.size).sum();
             *total.get_or_insert(0) += bytes;
