@@ -488,10 +488,7 @@ async fn exact_filters_and_limits_are_pushed_to_postgres() {
         p.lines().any(|l| l.contains("TableScan: postgres.logs") && l.contains("full_filters=")),
         "filters must be exact:\n{p}"
     );
-    assert!(
-        p.lines().any(|l| l.contains("StreamingTableExec") && l.contains("fetch=3")),
-        "limit must reach the scan:\n{p}"
-    );
+    assert!(p.lines().any(|l| l.contains("PgScanExec") && l.contains(" LIMIT $")), "limit must reach the scan:\n{p}");
     let (_, b) = sql_rows(
         e.open.flight(),
         &plan("SELECT id FROM postgres.logs WHERE level = 'ERROR' AND message LIKE '%timeout%'"),
