@@ -36,6 +36,11 @@
 #   scripts/bench.sh replicas [SECONDS]   closed loop, 50 connections of postgres/logs?limit=100 through
 #                                         HAProxy (deploy/haproxy/fletch.cfg) with 1, 2 and 3 release
 #                                         replicas: req/s, p95, CPU seconds of each process
+#   scripts/bench.sh ballista [RUNS]      a heavy SQL aggregate over a 10 M-row archive ($BENCH_DIR/ballista-10m,
+#                                         written by `fletch load` when missing; BENCH_BALLISTA_URL for
+#                                         another) run locally and as a Ballista job with 1 and 2 executors
+#                                         (`fletch scheduler` / `fletch executor`, 2 task slots each, on this
+#                                         machine): median and min of RUNS (default 5), CPU seconds of each role
 #   scripts/bench.sh stop                 stop fletch and PostgreSQL
 #
 # State lives in $BENCH_DIR (default /var/tmp/fletch-bench). `serve` (and every step that
@@ -488,6 +493,59 @@ cmd_slow_readers() {
     cmd_serve
 }
 
+BALLISTA_SQL="SELECT service, host, level, count(*) AS n, avg(length(message)) AS avg_len, \
+min(timestamp) AS first, max(timestamp) AS last FROM hdfs.logs GROUP BY service, host, level"
+
+# RUNS timings of the aggregate with engine $2, after one warm-up; label $3.
+time_sql() {
+    local runs="$1" engine="$2" body
+    body="{\"sql\": \"$BALLISTA_SQL\", \"engine\": \"$engine\", \"format\": \"csv\"}"
+    curl -sf -o /dev/null -d "$body" "$BASE/api/sql" || die "the $engine run failed: $(curl -s -d "$body" "$BASE/api/sql")"
+    for _ in $(seq 1 "$runs"); do
+        curl -sf -o /dev/null -w '%{time_total}\n' -d "$body" "$BASE/api/sql"
+    done | sort -n | awk -v label="$3" '{ a[NR] = $1 * 1000 } END {
+        printf "%-40s median %9.1f ms   min %9.1f ms\n", label, a[int((NR + 1) / 2)], a[1] }'
+}
+
+sum_cpu() { local t=0 p; for p in "$@"; do t="$(awk -v a="$t" -v b="$(cpu_seconds "$p")" 'BEGIN { print a + b }')"; done; echo "$t"; }
+
+cmd_ballista() {
+    local runs="${1:-5}" url="${BENCH_BALLISTA_URL:-file://$BENCH_DIR/ballista-10m}" sched n i pids f0 s0 e0
+    if [[ -z "${BENCH_BALLISTA_URL:-}" && ! -d "$BENCH_DIR/ballista-10m" ]]; then
+        build
+        log "writing 10,000,000 rows into $url (20 files)"
+        "$FLETCH" load --parquet "$url" --rows 10000000 --file-rows 500000 --quiet
+    fi
+    cmd_stop_server
+    "$FLETCH" scheduler --listen 127.0.0.1:18070 --parquet-url "$url" > "$BENCH_DIR/scheduler.log" 2>&1 &
+    sched=$!
+    serve_archive "$url" "$(data_files "${url#file://}")" > /dev/null
+    cmd_stop_server
+    "$FLETCH" serve --parquet-url "$url" --http-listen "127.0.0.1:$PORT" --flight-listen "" \
+        --set cache.ttl_ms=0 --set ballista.scheduler=df://127.0.0.1:18070 \
+        --set admission.query_timeout_ms=600000 > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
+    echo $! > "$BENCH_DIR/server.pid"
+    for _ in $(seq 1 300); do curl -sf "$BASE/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+    log "$(du -sh "${url#file://}" 2>/dev/null | cut -f1) archive, $runs runs each: $BALLISTA_SQL"
+    f0="$(cpu_seconds "$(cat "$BENCH_DIR/server.pid")")"
+    time_sql "$runs" local "local (DataFusion in fletch)" >&2
+    log "CPU seconds: fletch $(awk -v a="$f0" -v b="$(cpu_seconds "$(cat "$BENCH_DIR/server.pid")")" 'BEGIN { printf "%.1f", b - a }')"
+    pids=()
+    for n in 1 2; do
+        i=$((n - 1))
+        "$FLETCH" executor --scheduler df://127.0.0.1:18070 --flight-port $((18071 + 2 * i)) \
+            --grpc-port $((18072 + 2 * i)) --slots 2 --parquet-url "$url" > "$BENCH_DIR/executor-$n.log" 2>&1 &
+        pids+=($!)
+        sleep 3
+        f0="$(cpu_seconds "$(cat "$BENCH_DIR/server.pid")")" s0="$(cpu_seconds "$sched")" e0="$(sum_cpu "${pids[@]}")"
+        time_sql "$runs" ballista "Ballista, $n executor(s)" >&2
+        log "CPU seconds: fletch $(awk -v a="$f0" -v b="$(cpu_seconds "$(cat "$BENCH_DIR/server.pid")")" 'BEGIN { printf "%.1f", b - a }'), scheduler $(awk -v a="$s0" -v b="$(cpu_seconds "$sched")" 'BEGIN { printf "%.1f", b - a }'), executors $(awk -v a="$e0" -v b="$(sum_cpu "${pids[@]}")" 'BEGIN { printf "%.1f", b - a }')"
+    done
+    kill "${pids[@]}" "$sched" 2>/dev/null || true
+    wait "${pids[@]}" "$sched" 2>/dev/null || true
+    cmd_stop_server
+}
+
 cmd_stop() {
     cmd_stop_server
     bash scripts/pg.sh stop "$BENCH_DIR/pg" >/dev/null 2>&1 || true
@@ -500,6 +558,7 @@ case "${1:-}" in
     slow-readers) shift; cmd_slow_readers "$@" ;;
     spark-archive) shift; cmd_spark_archive "$@" ;;
     many-files) shift; cmd_many_files "$@" ;;
+    ballista) shift; cmd_ballista "$@" ;;
     pg-groupby) shift; cmd_pg_groupby "$@" ;;
-    *) sed -n '2,47p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,52p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 //! CSV or Arrow IPC. Body: `{"sql": "...", "format": "ndjson|csv|arrow"}`; the format may
 //! also come from `?format=` or `Accept`. SQL mistakes are 400 with the engine's message.
 //! `"engine": "auto|local|ballista"` (or `?engine=`) says where it runs (see
-//! [`crate::ballista`]); `auto`, the default, sends only big archive scans to Ballista.
+//! [`crate::sql::ballista`]); `auto`, the default, sends only big archive scans to Ballista.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;

@@ -144,7 +144,7 @@ impl TableProvider for PgTable {
 
 /// One scan's query, run when DataFusion pulls its one partition. Plain data (the SQL, its
 /// parameters and the projection) plus the source to run it on, so a Ballista executor can
-/// rebuild it with its own connections (see [`crate::ballista::codec`]).
+/// rebuild it with its own connections (see [`crate::sql::ballista::codec`]).
 #[derive(Debug)]
 pub struct PgScanExec {
     /// `None` where the plan is only passed on (a Ballista scheduler has no PostgreSQL).

@@ -21,7 +21,7 @@ impl Service {
         self.sql_on(sql, params, Placement::Auto).await
     }
 
-    /// [`Self::sql`], run where the client asked (see [`crate::ballista`]).
+    /// [`Self::sql`], run where the client asked (see [`crate::sql::ballista`]).
     pub async fn sql_on(
         &self,
         sql: String,

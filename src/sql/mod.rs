@@ -87,7 +87,7 @@ pub struct SqlEngine {
     /// statements run on Ballista
     /// (`fletch_source_executions_total{kind="sql_pushdown"|"sql_rollup"|"ballista"}`).
     metrics: Arc<Metrics>,
-    /// Runs heavy statements (see [`crate::ballista`]).
+    /// Runs heavy statements (see [`ballista`]).
     ballista: Option<Arc<Cluster>>,
 }
 
