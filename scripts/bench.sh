@@ -27,7 +27,8 @@
 #                                         $BENCH_DIR/spark, kept while the data is unchanged): the hdfs
 #                                         latency table on the fletch-written and the Spark-written archive
 #                                         (BENCH_SERVE_ARGS="--set parquet.newest_rows=0": without the copy
-#                                         of the newest rows)
+#                                         of the newest rows; `serve` and every step that starts fletch
+#                                         take BENCH_SERVE_ARGS too)
 #   scripts/bench.sh many-files [FILES] [N]  FILES (default 10000) small Spark-written files of
 #                                         $BENCH_MANY_ROWS rows (default 1000000) in all: listing and
 #                                         footer time until /ready, fletch RSS, newest-100 and
@@ -90,7 +91,7 @@ cmd_data() {
 cmd_serve() {
     cmd_stop_server
     "$FLETCH" serve --pg-url "$(pg_url)" --parquet-url "$PARQUET_URL" \
-        --http-listen "127.0.0.1:$PORT" --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" "$@" \
+        --http-listen "127.0.0.1:$PORT" --flight-listen "${BENCH_FLIGHT:-127.0.0.1:18081}" ${BENCH_SERVE_ARGS:-} "$@" \
         > "$BENCH_DIR/server.out" 2> "$BENCH_DIR/server.log" &
     echo $! > "$BENCH_DIR/server.pid"
     for _ in $(seq 1 100); do
@@ -560,5 +561,5 @@ case "${1:-}" in
     many-files) shift; cmd_many_files "$@" ;;
     ballista) shift; cmd_ballista "$@" ;;
     pg-groupby) shift; cmd_pg_groupby "$@" ;;
-    *) sed -n '2,52p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,53p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -40,7 +40,7 @@ pub mod store;
 pub mod table;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -73,10 +73,20 @@ use crate::schema::logs_schema;
 use crate::store::{CountAnswer, CountKind, GroupCounts, LogStore, Readiness, StoreStats};
 use crate::stream::BatchStream;
 
-/// Rows a slice of an export should hold. A slice is collected and sorted before it is
-/// sent, so this is what each export of files not in time order holds decoded (about 4 MB
-/// of `logs` rows) while its client reads.
+/// Rows a slice of an export holds at first and while its client reads slowly. A slice is
+/// collected and sorted before it is sent, so this is what each slowly read export of files
+/// not in time order holds decoded (about 4 MB of `logs` rows).
 const EXPORT_SLICE_ROWS: u64 = 16 * 1024;
+/// Rows a slice of an export grows to while its client takes each slice at once: files
+/// that overlap in time are read once per slice, so small slices cost a fast export about
+/// four times the reading.
+const FAST_EXPORT_SLICE_ROWS: u64 = 128 * 1024;
+/// A client that takes a slice within this long reads fast; one that needs longer than
+/// [`SLOW_READER`] reads slowly.
+const FAST_READER: Duration = Duration::from_millis(250);
+const SLOW_READER: Duration = Duration::from_secs(1);
+/// What a sort sets aside for merging what it spilled (see `Archive::new`).
+const SORT_RESERVATION_BYTES: usize = 1024 * 1024;
 /// Largest slice of a page: this bounds memory even for a page far into the table
 /// (`offset=5000000`) or a very selective filter.
 const MAX_SLICE_ROWS: u64 = 256 * 1024;
@@ -125,6 +135,10 @@ impl Archive {
         opts.execution.parquet.reorder_filters = true;
         // Uncompressed, plain Utf8 results: what every client can read.
         opts.execution.parquet.schema_force_view_types = false;
+        // Every export of files not in time order sorts one slice at a time (about 4 MB);
+        // DataFusion's default 10 MB set aside per sort for merging spills would admit
+        // fewer than 30 of them into the 512 MB pool.
+        opts.execution.sort_spill_reservation_bytes = SORT_RESERVATION_BYTES;
         let runtime =
             RuntimeEnvBuilder::new().with_memory_limit(512 * 1024 * 1024, 1.0).build_arc().map_err(map_df_error)?;
         // Two partitions per core: while one waits on a read the other decodes.
@@ -398,12 +412,16 @@ impl Archive {
         let offset = q.offset;
         let want = q.limit.map(|l| l + q.offset);
         let planner = SlicePlanner::new(&snap, q.order_dir, want);
-        let state = (me, q, planner, 0u64);
-        let s = stream::unfold(state, move |(me, q, mut planner, got)| {
+        // When the last slice was handed out: the next is asked for once the client took it.
+        let state = (me, q, planner, 0u64, None::<Instant>);
+        let s = stream::unfold(state, move |(me, q, mut planner, got, handed_out)| {
             let columns = columns.clone();
             async move {
                 if want.is_some_and(|w| got >= w) {
                     return None;
+                }
+                if let Some(t) = handed_out {
+                    planner.pace(t.elapsed());
                 }
                 let (lo, hi) = planner.next_slice(got)?;
                 let fetch = want.map(|w| w - got);
@@ -416,7 +434,7 @@ impl Archive {
                 };
                 let df = match df.await {
                     Ok(df) => df,
-                    Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX))),
+                    Err(e) => return Some((stream::iter(vec![Err(e)]).boxed(), (me, q, planner, u64::MAX, None))),
                 };
                 let metrics = me.metrics.clone();
                 let batches: Vec<Result<RecordBatch, QueryError>> = me
@@ -428,7 +446,7 @@ impl Archive {
                 let n: u64 = batches.iter().map(|b| b.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0)).sum();
                 let failed = batches.iter().any(|b| b.is_err());
                 let next_got = if failed { u64::MAX } else { got + n };
-                Some((stream::iter(batches).boxed(), (me, q, planner, next_got)))
+                Some((stream::iter(batches).boxed(), (me, q, planner, next_got, Some(Instant::now()))))
             }
         })
         .flatten();
@@ -628,6 +646,20 @@ impl SlicePlanner {
             return Some(self.bounds(near, None));
         }
         Some(self.bounds(near, Some(far)))
+    }
+
+    /// Exports: the client took the last slice in `taken`. Slices grow while it reads fast
+    /// (fewer reads of files that overlap in time) and shrink while it reads slowly (less
+    /// held for it).
+    pub fn pace(&mut self, taken: Duration) {
+        if self.limited {
+            return;
+        }
+        if taken <= FAST_READER {
+            self.target = (self.target * 2).min(FAST_EXPORT_SLICE_ROWS);
+        } else if taken >= SLOW_READER {
+            self.target = (self.target / 2).max(EXPORT_SLICE_ROWS);
+        }
     }
 
     /// An export's next slice, cut anywhere in time so that it holds about `target` rows,
@@ -1033,6 +1065,26 @@ mod tests {
             };
             assert!(slices.windows(2).all(contiguous), "{dir:?}: {slices:?}");
         }
+    }
+
+    #[test]
+    fn export_slices_grow_for_fast_readers_and_shrink_for_slow_ones() {
+        let mut p = SlicePlanner::new(&overlapping(4, 500_000), OrderDir::Desc, None);
+        let held = |p: &mut SlicePlanner| match p.next_slice(0) {
+            Some((lo, hi)) => p.estimate(lo.unwrap_or(f64::NEG_INFINITY), hi.unwrap_or(f64::INFINITY)).round() as u64,
+            None => panic!("no slice"),
+        };
+        assert_eq!(held(&mut p), EXPORT_SLICE_ROWS);
+        for _ in 0..5 {
+            p.pace(Duration::from_millis(10));
+        }
+        assert_eq!(held(&mut p), FAST_EXPORT_SLICE_ROWS);
+        p.pace(Duration::from_millis(500));
+        assert_eq!(held(&mut p), FAST_EXPORT_SLICE_ROWS, "between the two: unchanged");
+        for _ in 0..5 {
+            p.pace(Duration::from_secs(30));
+        }
+        assert_eq!(held(&mut p), EXPORT_SLICE_ROWS);
     }
 
     #[test]

@@ -134,6 +134,9 @@ impl SqlEngine {
         let opts = config.options_mut();
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.execution.parquet.schema_force_view_types = false;
+        // The archive's export slices sort little and set little aside; SQL sorts big.
+        opts.execution.sort_spill_reservation_bytes =
+            SessionConfig::new().options().execution.sort_spill_reservation_bytes;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         text_budget::register(&ctx);
         let catalog = ctx.catalog(CATALOG).ok_or_else(|| QueryError::internal("default catalog missing"))?;
