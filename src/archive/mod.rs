@@ -7,7 +7,10 @@
 //! later slices step back in time until enough rows are found. Each slice is a range
 //! filter, so DataFusion skips every other file and row group from statistics alone, and
 //! slices are disjoint, so their sorted outputs simply concatenate. The same plan streams
-//! exports of any size in order with memory bounded by one slice.
+//! exports of any size in order with memory bounded by one slice; an export's slices are
+//! cut anywhere in time, about 16 Ki rows while its client reads slowly and up to 128 Ki
+//! while it reads fast, since files written in parallel overlap in time and a slice cut at
+//! row-group edges would hold all of them.
 //!
 //! The archive is read as its writers left it: `fletch load`'s flat files and the
 //! pipeline's Spark output (hive partition directories, a commit log, `metadata` as a MAP)
