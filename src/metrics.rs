@@ -117,7 +117,7 @@ pub struct Metrics {
     pub rejections: CounterVec,
     pub coalesced: CounterVec,
     pub executions: CounterVec,
-    /// Ballista jobs by what became of them: submitted, finished, cancelled.
+    /// Ballista jobs by what became of them: submitted, finished, failed, cancelled.
     pub ballista_jobs: CounterVec,
     pub cache_hits: CounterVec,
     pub actor_restarts: CounterVec,
@@ -247,7 +247,7 @@ impl Metrics {
         render_counters(
             &mut out,
             "fletch_ballista_jobs_total",
-            "SQL statements run as Ballista jobs, by outcome (submitted, finished, cancelled).",
+            "SQL statements run as Ballista jobs, by outcome (submitted, finished, failed, cancelled).",
             &self.ballista_jobs,
         );
         render_counters(

@@ -211,9 +211,14 @@ def test_time_budget_cancels_the_job(pg, workdir, hdfs_archive, cluster):
 def test_errors_keep_their_meaning(pg, workdir, hdfs_archive, cluster):
     """The statement's own error is a 400 as locally; a scheduler that does not answer a 503."""
     server = cluster["server"]
+    failed = metric(server, "fletch_ballista_jobs_total", {"outcome": "failed"})
+    cancelled = metric(server, "fletch_ballista_jobs_total", {"outcome": "cancelled"})
     r = requests.post(server.http + "/api/sql", timeout=60, json={
         "sql": "SELECT 1 / (length(message) - length(message)) FROM hdfs.logs", "engine": "ballista"})
     assert r.status_code == 400 and "DivideByZero" in r.text, r.text
+    # A job that failed by itself is not cancelled.
+    assert metric(server, "fletch_ballista_jobs_total", {"outcome": "failed"}) == failed + 1
+    assert metric(server, "fletch_ballista_jobs_total", {"outcome": "cancelled"}) == cancelled
     s = _auto_server(pg, workdir, hdfs_archive, f"df://127.0.0.1:{_free_port()}", "ballista-nobody")
     try:
         r = requests.post(s.http + "/api/sql", json={"sql": GROUP_BY}, timeout=30)

@@ -49,9 +49,15 @@ pub fn run(
         let mut scheduler = connect(&settings.scheduler).await?;
         let job = submit(&mut scheduler, plan, session).await?;
         metrics.ballista_jobs.with_labels(&["submitted"]).inc();
-        let mut guard = CancelOnDrop { scheduler: scheduler.clone(), job: job.clone(), metrics, finished: false };
-        let locations = wait(&mut scheduler, &job, settings.poll).await?;
-        guard.finished = true;
+        let mut guard = CancelOnDrop { scheduler: scheduler.clone(), job: job.clone(), metrics, ended: None };
+        let locations = match wait(&mut scheduler, &job, settings.poll).await {
+            Ok(locations) => locations,
+            Err((e, ended)) => {
+                guard.ended = ended.then_some("failed");
+                return Err(e);
+            }
+        };
+        guard.ended = Some("finished");
         tracing::debug!(job = %job, partitions = locations.len(), "ballista job finished");
         let partitions = stream::iter(locations).then(fetch).try_flatten();
         Ok::<_, QueryError>(partitions.map(move |b| {
@@ -97,19 +103,24 @@ async fn submit(scheduler: &mut Scheduler, plan: Vec<u8>, settings: Vec<KeyValue
     }
 }
 
-/// Poll until the job ends; its result partitions when it succeeded.
-async fn wait(scheduler: &mut Scheduler, job: &str, poll: Duration) -> Result<Vec<PartitionLocation>, QueryError> {
+/// Poll until the job ends; its result partitions when it succeeded, else the error and
+/// whether the job itself ended (failed) rather than the polling.
+async fn wait(
+    scheduler: &mut Scheduler,
+    job: &str,
+    poll: Duration,
+) -> Result<Vec<PartitionLocation>, (QueryError, bool)> {
     loop {
         let status = scheduler
             .get_job_status(GetJobStatusParams { job_id: job.to_string() })
             .await
-            .map_err(scheduler_error)?
+            .map_err(|e| (scheduler_error(e), false))?
             .into_inner()
             .status
             .and_then(|s| s.status);
         match status {
             Some(job_status::Status::Successful(done)) => return Ok(done.partition_location),
-            Some(job_status::Status::Failed(failed)) => return Err(job_failed(job, &failed.error)),
+            Some(job_status::Status::Failed(failed)) => return Err((job_failed(job, &failed.error), true)),
             _ => tokio::time::sleep(poll).await,
         }
     }
@@ -188,18 +199,19 @@ async fn fetch(
     Ok(batches.map_err(|e: DataFusionError| crate::sql::sql_error(e)))
 }
 
-/// Cancels the job at the scheduler unless it finished first.
+/// Cancels the job at the scheduler unless it ended first.
 struct CancelOnDrop {
     scheduler: Scheduler,
     job: String,
     metrics: Arc<Metrics>,
-    finished: bool,
+    /// How the job ended (`finished`, `failed`), once it has.
+    ended: Option<&'static str>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if self.finished {
-            self.metrics.ballista_jobs.with_labels(&["finished"]).inc();
+        if let Some(outcome) = self.ended {
+            self.metrics.ballista_jobs.with_labels(&[outcome]).inc();
             return;
         }
         let (mut scheduler, job, metrics) = (self.scheduler.clone(), self.job.clone(), self.metrics.clone());
