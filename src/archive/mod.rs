@@ -682,48 +682,26 @@ impl SlicePlanner {
                 // The largest `far` whose [far, near) holds `target` rows.
                 let hi_end = near.unwrap_or(f64::INFINITY);
                 let rows = |far: f64| self.estimate(far, hi_end);
-                let (mut lo, mut hi) = (lowest, highest.min(hi_end));
+                let (lo, hi) = (lowest, highest.min(hi_end));
                 if rows(lo) <= target || hi <= lo {
                     None
                 } else if rows(hi) >= target {
                     Some(hi)
                 } else {
-                    for _ in 0..200 {
-                        let mid = lo + (hi - lo) / 2.0;
-                        if mid <= lo || mid >= hi {
-                            break;
-                        }
-                        if rows(mid) >= target {
-                            lo = mid;
-                        } else {
-                            hi = mid;
-                        }
-                    }
-                    Some(lo)
+                    Some(boundary(lo, hi, |t| rows(t) >= target).0)
                 }
             }
             OrderDir::Asc => {
                 // The smallest `far` whose [near, far) holds `target` rows.
                 let lo_end = near.unwrap_or(f64::NEG_INFINITY);
                 let rows = |far: f64| self.estimate(lo_end, far);
-                let (mut lo, mut hi) = (lowest.max(lo_end), highest);
+                let (lo, hi) = (lowest.max(lo_end), highest);
                 if rows(f64::INFINITY) <= target || hi <= lo {
                     None
                 } else if rows(hi) < target {
                     Some(hi)
                 } else {
-                    for _ in 0..200 {
-                        let mid = lo + (hi - lo) / 2.0;
-                        if mid <= lo || mid >= hi {
-                            break;
-                        }
-                        if rows(mid) >= target {
-                            hi = mid;
-                        } else {
-                            lo = mid;
-                        }
-                    }
-                    Some(hi)
+                    Some(boundary(lo, hi, |t| rows(t) < target).1)
                 }
             }
         };
@@ -759,6 +737,22 @@ impl SlicePlanner {
             OrderDir::Desc => (far, near),
             // ASC: rows with near <= ts < far
             OrderDir::Asc => (near, far),
+        }
+    }
+}
+
+/// The two closest times around where `below` stops holding, between `lo` (where it holds)
+/// and `hi` (where it does not), by halving.
+fn boundary(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> (f64, f64) {
+    loop {
+        let mid = lo + (hi - lo) / 2.0;
+        if mid <= lo || mid >= hi {
+            return (lo, hi);
+        }
+        if below(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
 }

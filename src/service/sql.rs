@@ -29,6 +29,7 @@ impl Service {
         placement: Placement,
     ) -> Result<BatchStream, QueryError> {
         let engine = self.engine()?;
+        engine.check_placement(placement)?;
         let budget = self.0.query_timeout;
         let mut planned = deadline::within(budget, &self.0.metrics, engine.plan(sql, params)).await?;
         planned.placement = placement;

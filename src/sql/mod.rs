@@ -207,6 +207,15 @@ impl SqlEngine {
         self.executor.run(async move { physical_plan(&ctx, &sql, params).await }).await
     }
 
+    /// Whether statements can run where the client asks, checked before any planning.
+    pub fn check_placement(&self, placement: Placement) -> Result<(), QueryError> {
+        if placement == Placement::Ballista && self.ballista.is_none() {
+            let why = "no Ballista scheduler is configured ([ballista] scheduler)";
+            return Err(QueryError::invalid("engine", why, Some(&["auto", "local"])));
+        }
+        Ok(())
+    }
+
     /// Run a planned statement. The first item is an empty batch with the result schema;
     /// dropping the stream stops the query (and cancels PostgreSQL scans).
     pub fn run(&self, planned: Planned) -> BatchStream {
@@ -216,10 +225,6 @@ impl SqlEngine {
         let on_drop = cancel::CancelOnDrop(flag.clone());
         let results = self.executor.stream(async move {
             let Planned { plan, task, logical, logical_schema, schema, placement, .. } = planned;
-            if placement == Placement::Ballista && ballista.is_none() {
-                let why = "no Ballista scheduler is configured ([ballista] scheduler)";
-                return Err(QueryError::invalid("engine", why, Some(&["auto", "local"])));
-            }
             let plan = match plan {
                 Some(plan) => plan,
                 None => match answer_from_rollups(&ctx, hdfs.as_ref(), &logical, &logical_schema).await {
@@ -235,18 +240,17 @@ impl SqlEngine {
                     metrics.executions.with_labels(&[Source::Postgres.name(), "sql_pushdown"]).inc();
                     pushed
                 }
-                None if ballista.as_ref().is_some_and(|c| c.wants(&plan, placement)) => {
-                    let cluster = ballista.as_ref().expect("checked above");
-                    match on_ballista(&ctx, cluster, &logical, placement, metrics.clone()).await? {
+                None => match ballista.as_deref().filter(|c| c.wants(&plan, placement)) {
+                    Some(cluster) => match on_ballista(&ctx, cluster, &logical, placement, metrics.clone()).await? {
                         Some(results) => {
                             metrics.executions.with_labels(&[Source::Hdfs.name(), "ballista"]).inc();
                             let schema = schema.clone();
                             Box::pin(results.map(move |b| b.and_then(|b| wire::to_wire(b, &schema))))
                         }
                         None => run_here(plan, task, &flag, schema.clone())?,
-                    }
-                }
-                None => run_here(plan, task, &flag, schema.clone())?,
+                    },
+                    None => run_here(plan, task, &flag, schema.clone())?,
+                },
             };
             let first = RecordBatch::new_empty(schema);
             Ok(Box::pin(stream::once(async move { Ok(first) }).chain(results)) as BatchStream)

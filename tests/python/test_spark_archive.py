@@ -75,12 +75,9 @@ class Case:
 # ---------------------------------------------------------------- fixtures
 
 
-_archive = spark_archive_at
-
-
 @pytest.fixture(scope="session")
 def file_archive(spark, workdir):
-    return _archive(spark, f"file://{workdir}/spark-utc/raw", tz="UTC")
+    return spark_archive_at(spark, f"file://{workdir}/spark-utc/raw", tz="UTC")
 
 
 def _fletch_load(d, rows, file_rows, seed, start, rate):
@@ -162,7 +159,8 @@ def spark_case(request, truths, serve):
 
 @pytest.fixture(scope="session")
 def kolkata_archive(spark, workdir):
-    return _archive(spark, f"file://{workdir}/spark-kolkata/raw", tz="Asia/Kolkata", rows=6000, batches=4, seed=5)
+    return spark_archive_at(spark, f"file://{workdir}/spark-kolkata/raw", tz="Asia/Kolkata", rows=6000, batches=4,
+                            seed=5)
 
 
 @pytest.fixture(scope="session")
