@@ -10,7 +10,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::error::QueryError;
 
-type Flight<V> = Shared<BoxFuture<'static, Result<V, QueryError>>>;
+/// One execution, awaited by everyone who joined it.
+pub type Flight<V> = Shared<BoxFuture<'static, Result<V, QueryError>>>;
 
 /// Concurrent callers with the same key share one execution of the work.
 pub struct SingleFlight<V: Clone> {
@@ -30,23 +31,37 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
     where
         F: Future<Output = Result<V, QueryError>> + Send + 'static,
     {
-        let (flight, joined) = {
-            let mut map = self.inflight.lock().expect("single-flight lock poisoned");
-            match map.get(key) {
-                Some(f) => (f.clone(), true),
-                None => {
-                    let f = make().boxed().shared();
-                    map.insert(key.to_string(), f.clone());
-                    (f, false)
-                }
+        let (flight, joined) = self.board(key, make);
+        (self.land(key, flight).await, joined)
+    }
+
+    /// The flight for `key`, started with `make()` unless one is under way, and whether it
+    /// was joined. The flight is registered at once, before anyone awaits it: a request
+    /// that spawns its work (a background refresh) must keep the next one from starting
+    /// the same work before that task first runs.
+    pub fn board<F>(&self, key: &str, make: impl FnOnce() -> F) -> (Flight<V>, bool)
+    where
+        F: Future<Output = Result<V, QueryError>> + Send + 'static,
+    {
+        let mut map = self.inflight.lock().expect("single-flight lock poisoned");
+        match map.get(key) {
+            Some(f) => (f.clone(), true),
+            None => {
+                let f = make().boxed().shared();
+                map.insert(key.to_string(), f.clone());
+                (f, false)
             }
-        };
+        }
+    }
+
+    /// Await a flight from [`Self::board`]; the first to see it end takes it off the board.
+    pub async fn land(&self, key: &str, flight: Flight<V>) -> Result<V, QueryError> {
         let result = flight.clone().await;
         let mut map = self.inflight.lock().expect("single-flight lock poisoned");
         if map.get(key).is_some_and(|f| f.ptr_eq(&flight)) {
             map.remove(key);
         }
-        (result, joined)
+        result
     }
 }
 

@@ -178,26 +178,26 @@ impl SourceService {
     {
         let (admission, metrics, budget, src) =
             (self.admission.clone(), self.metrics.clone(), self.query_timeout, self.source);
+        let m = metrics.clone();
+        let (cache, cache_key) = (memo.clone(), key.clone());
+        // On the board now, not when the returned future is first polled: a background
+        // refresh is spawned, and stale requests arriving before it runs must join it.
+        let (flight, joined) = memo.flights.board(&key, move || {
+            let work = run();
+            async move {
+                let _permit = acquire(&admission, src, lane).await?;
+                m.executions.with_labels(&[src.name(), kind]).inc();
+                let v = super::deadline::within(budget, &m, work).await?;
+                // Cached before the flight ends, so a request arriving in between
+                // finds the answer rather than starting another execution.
+                if cacheable(&v) {
+                    cache.cache.put(cache_key, v.clone());
+                }
+                Ok(v)
+            }
+        });
         async move {
-            let m = metrics.clone();
-            let (cache, cache_key) = (memo.clone(), key.clone());
-            let (result, joined) = memo
-                .flights
-                .run(&key, move || {
-                    let work = run();
-                    async move {
-                        let _permit = acquire(&admission, src, lane).await?;
-                        m.executions.with_labels(&[src.name(), kind]).inc();
-                        let v = super::deadline::within(budget, &m, work).await?;
-                        // Cached before the flight ends, so a request arriving in between
-                        // finds the answer rather than starting another execution.
-                        if cacheable(&v) {
-                            cache.cache.put(cache_key, v.clone());
-                        }
-                        Ok(v)
-                    }
-                })
-                .await;
+            let result = memo.flights.land(&key, flight).await;
             if joined {
                 metrics.coalesced.with(src.name()).inc();
             }
