@@ -127,6 +127,8 @@ pub struct Metrics {
     pub hdfs_rows_scanned: Counter,
     /// Pages of newest archive rows cut from the held copy (`archive::newest`).
     pub hdfs_newest_pages: Counter,
+    /// Archive pages whose offset passed over runs of files by counting (`archive::deep_page`).
+    pub hdfs_run_skips: Counter,
     pub pg_queue_wait: Histogram,
     pub pg_connections_ready: AtomicI64,
     pub pg_connections_busy: AtomicI64,
@@ -160,6 +162,7 @@ impl Default for Metrics {
             timeouts: Counter::default(),
             hdfs_rows_scanned: Counter::default(),
             hdfs_newest_pages: Counter::default(),
+            hdfs_run_skips: Counter::default(),
             pg_queue_wait: Histogram::default(),
             pg_connections_ready: AtomicI64::new(0),
             pg_connections_busy: AtomicI64::new(0),
@@ -275,6 +278,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP fletch_query_timeouts_total Queries and SQL statements stopped by query_timeout_ms.\n# TYPE fletch_query_timeouts_total counter\nfletch_query_timeouts_total {}", self.timeouts.get());
         let _ = writeln!(out, "# HELP fletch_hdfs_rows_scanned_total Rows decoded by Parquet reads of pages and exports in time order (after statistics pruning).\n# TYPE fletch_hdfs_rows_scanned_total counter\nfletch_hdfs_rows_scanned_total {}", self.hdfs_rows_scanned.get());
         let _ = writeln!(out, "# HELP fletch_hdfs_newest_pages_total Pages of newest archive rows cut from the held copy of the newest rows.\n# TYPE fletch_hdfs_newest_pages_total counter\nfletch_hdfs_newest_pages_total {}", self.hdfs_newest_pages.get());
+        let _ = writeln!(out, "# HELP fletch_hdfs_run_skips_total Archive pages whose offset passed over whole runs of files not in time order by their counts.\n# TYPE fletch_hdfs_run_skips_total counter\nfletch_hdfs_run_skips_total {}", self.hdfs_run_skips.get());
         let _ = writeln!(out, "# HELP fletch_pg_queue_wait_seconds Time jobs waited for a PostgreSQL connection.\n# TYPE fletch_pg_queue_wait_seconds histogram");
         self.pg_queue_wait.render(&mut out, "fletch_pg_queue_wait_seconds", "");
         for (name, help, v) in [

@@ -55,6 +55,10 @@ pub struct FileInfo {
     /// directory: such files can be exported in time order without a sort (see
     /// `archive::sorted_export`).
     pub sorted_by_time: bool,
+    /// Every row group's statistics say its `timestamp` has no NULLs. Rows with a NULL
+    /// timestamp sort last in either direction, so only such files let a page count a
+    /// stretch of time's rows as lying before it (see `archive::deep_page`).
+    pub no_null_times: bool,
     /// The file's columns as Arrow reads them (one shared copy per distinct schema).
     pub schema: SchemaRef,
     /// `key=value` directories above the file.
@@ -76,11 +80,25 @@ impl FileInfo {
             row_groups,
             footer: None,
             sorted_by_time: false,
+            no_null_times: true,
             schema: logs_schema(),
             partition: Vec::new(),
             window: None,
             layout: 0,
         }
+    }
+
+    /// A file named `name` known only by its row groups (tests of planning logic).
+    #[cfg(test)]
+    pub fn named(name: &str, row_groups: Vec<RowGroupStats>) -> Self {
+        let meta = ObjectMeta {
+            location: name.into(),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
+        Self::with_row_groups(meta, row_groups)
     }
 
     /// Earliest and latest `timestamp` in the file, from its statistics.
@@ -357,6 +375,7 @@ struct Footer {
     schema: SchemaRef,
     row_groups: Vec<RowGroupStats>,
     declared_sorted: bool,
+    no_null_times: bool,
 }
 
 impl Footer {
@@ -369,6 +388,7 @@ impl Footer {
             // Only sorted exports read footers themselves; DataFusion caches its own.
             footer: sorted_by_time.then_some(self.md),
             sorted_by_time,
+            no_null_times: self.no_null_times,
             schema: self.schema,
             partition: Vec::new(),
             window: None,
@@ -393,6 +413,7 @@ async fn read_footer(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<F
     let ts_idx = md.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == "timestamp");
     let mut row_groups = Vec::with_capacity(md.num_row_groups());
     let mut declared_sorted = md.num_row_groups() > 0 && ts_idx.is_some();
+    let mut no_null_times = ts_idx.is_some();
     for rg in md.row_groups() {
         let stats = ts_idx.and_then(|i| rg.column(i).statistics());
         let (lo, hi) = match stats {
@@ -407,6 +428,7 @@ async fn read_footer(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<F
             .and_then(|c| c.first())
             .is_some_and(|c| Some(c.column_idx as usize) == ts_idx && !c.descending);
         let no_nulls = stats.and_then(|s| s.null_count_opt()) == Some(0);
+        no_null_times &= no_nulls;
         declared_sorted &= declared && no_nulls && lo.is_some() && hi.is_some();
         row_groups.push(RowGroupStats {
             // Without statistics a row group must be assumed to span everything.
@@ -415,7 +437,7 @@ async fn read_footer(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<F
             rows: rg.num_rows() as u64,
         });
     }
-    Ok(Footer { md, schema, row_groups, declared_sorted })
+    Ok(Footer { md, schema, row_groups, declared_sorted, no_null_times })
 }
 
 /// The file's columns, read as Arrow, have exactly the names and types of `logs`.

@@ -23,13 +23,15 @@
 //! - [`index`]: the actor that lists the directory and reads file footers.
 //! - [`rollup`]: per-file counts by label, for aggregates without a scan;
 //!   [`rollup_build`]: computing them in the background, many files per query.
-//! - [`sorted_export`]: exports of time-ordered files streamed without a sort.
+//! - [`sorted_export`]: exports of time-ordered files streamed without a sort;
+//!   [`deep_page`]: offsets that pass over row groups, files or runs of files by counting.
 //! - [`newest`]: a copy of the newest rows in time order, which pages of newest rows are
 //!   cut from.
 //! - [`table`]: `hdfs.logs` as a DataFusion table; [`sql_rollup`]: SQL label aggregates
 //!   answered from the rollups.
 
 pub mod commit_log;
+mod deep_page;
 pub mod index;
 pub mod layout;
 pub mod map_json;
@@ -61,6 +63,7 @@ use object_store::ObjectStore;
 
 use datafusion::physical_plan::ExecutionPlan;
 
+use self::deep_page::{skip_counted_files, skip_whole_row_groups, take_rows, DEEP_OFFSET};
 use self::index::{ArchiveIndex, FileInfo, IndexSnapshot, Refresh, Snapshot};
 use self::layout::Strings;
 use self::newest::NewestRows;
@@ -406,6 +409,20 @@ impl Archive {
         )
     }
 
+    /// `q`'s filters narrowed past the runs of files its offset covers, and the offset left
+    /// (see [`deep_page`]). A deep page whose first run a time bound cuts counts that run.
+    async fn pass_over_runs(&self, snap: &IndexSnapshot, q: &RowsQuery) -> Result<Option<(Filters, u64)>, QueryError> {
+        let mut runs = deep_page::runs_in_order(&snap.files, &q.filters, q.order_dir, &self.rollups);
+        if let Some(first) = runs.first_mut().filter(|r| r.cut && q.offset >= deep_page::COUNT_CUT_RUN_FROM) {
+            if first.lo.is_finite() && first.hi.is_finite() {
+                let counted = self.count(&deep_page::within(&q.filters, first), CountMode::Exact).await?;
+                first.rows = counted.value.map(|n| n.max(0) as u64);
+                first.cut = false;
+            }
+        }
+        Ok(deep_page::pass_over(&runs, &q.filters, q.order_dir, q.offset))
+    }
+
     /// Rows ordered by timestamp, read slice by slice (see module docs).
     fn time_sliced(&self, q: &RowsQuery, snap: IndexSnapshot) -> BatchStream {
         let me = self.clone();
@@ -414,7 +431,7 @@ impl Archive {
         let q = q.clone();
         let offset = q.offset;
         let want = q.limit.map(|l| l + q.offset);
-        let planner = SlicePlanner::new(&snap, q.order_dir, want);
+        let planner = SlicePlanner::new(&snap, &q.filters, q.order_dir, want);
         // When the last slice was handed out: the next is asked for once the client took it.
         let state = (me, q, planner, 0u64, None::<Instant>);
         let s = stream::unfold(state, move |(me, q, mut planner, got, handed_out)| {
@@ -512,75 +529,6 @@ fn skip_rows(
     stream::once(async move { Ok(empty) }).chain(skipped)
 }
 
-/// From this offset on, an unfiltered page skips row groups by their counts instead of
-/// reading time slices up to the offset.
-const DEEP_OFFSET: u64 = 10_000;
-
-/// Drop the row groups an offset passes over entirely; the rest of the offset falls in the
-/// first row group left.
-fn skip_whole_row_groups(
-    files: &[FileInfo],
-    units: Vec<sorted_export::Unit>,
-    mut offset: u64,
-) -> (Vec<sorted_export::Unit>, u64) {
-    let skipped = units.iter().take_while(|u| {
-        let n = u.rows(files);
-        let whole = offset >= n;
-        if whole {
-            offset -= n;
-        }
-        whole
-    });
-    let skip = skipped.count();
-    (units[skip..].to_vec(), offset)
-}
-
-/// Drop the files a filtered offset passes over entirely, known from their rollups: a file
-/// goes when its rollup says all of its matching rows lie before the page. Stops at the
-/// first file that straddles a time bound, has no rollup yet, holds part of the page, or
-/// whose row groups interleave with another file's; the rest of the offset is read.
-fn skip_counted_files(
-    files: &[FileInfo],
-    units: Vec<sorted_export::Unit>,
-    filters: &Filters,
-    mut offset: u64,
-    rollups: &Rollups,
-) -> (Vec<sorted_export::Unit>, u64) {
-    let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
-    let mut at = 0;
-    while at < units.len() {
-        let file = units[at].file;
-        let here = units[at..].iter().take_while(|u| u.file == file).count();
-        let f = &files[file];
-        let whole = here == f.row_groups.len() && f.row_groups.iter().all(|g| g.ts_min >= start && g.ts_max <= end);
-        match rollups.matching(f, filters).filter(|_| whole) {
-            Some(n) if offset >= n as u64 => {
-                offset -= n as u64;
-                at += here;
-            }
-            _ => break,
-        }
-    }
-    (units[at..].to_vec(), offset)
-}
-
-/// At most `n` rows of `inner` (its schema batch included), then the end: the rest is
-/// never read.
-fn take_rows(inner: BatchStream, n: u64) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send {
-    stream::unfold((inner, n, true), |(mut inner, left, first)| async move {
-        if left == 0 && !first {
-            return None;
-        }
-        let item = inner.next().await?;
-        let item = item.map(|b| if (b.num_rows() as u64) > left { b.slice(0, left as usize) } else { b });
-        let left = match &item {
-            Ok(b) => left - b.num_rows() as u64,
-            Err(_) => 0,
-        };
-        Some((item, (inner, left, false)))
-    })
-}
-
 /// Plans time slices from row-group statistics, newest first for DESC, oldest first for ASC.
 pub struct SlicePlanner {
     /// Row groups as (near edge, far edge, rows), sorted by near edge in scan direction.
@@ -596,11 +544,14 @@ pub struct SlicePlanner {
 }
 
 impl SlicePlanner {
-    pub fn new(snap: &IndexSnapshot, dir: OrderDir, want: Option<u64>) -> Self {
+    /// Slices of `snap`'s row groups that `filters`' time range does not rule out.
+    pub fn new(snap: &IndexSnapshot, filters: &Filters, dir: OrderDir, want: Option<u64>) -> Self {
+        let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
         let mut groups: Vec<(f64, f64, u64)> = snap
             .files
             .iter()
             .flat_map(|f| f.row_groups.iter())
+            .filter(|g| g.ts_max >= start && g.ts_min <= end)
             .map(|g| match dir {
                 OrderDir::Desc => (g.ts_max, g.ts_min, g.rows),
                 OrderDir::Asc => (g.ts_min, g.ts_max, g.rows),
@@ -820,6 +771,13 @@ impl LogStore for Archive {
                     return Ok(Box::pin(take_rows(Box::pin(skip_rows(s, offset, logs_schema())), limit)));
                 }
             }
+            // Files not in time order: the offset passes over whole runs of overlapping files.
+            if q.offset > 0 {
+                if let Some((filters, offset)) = self.pass_over_runs(&snap, q).await? {
+                    self.metrics.hdfs_run_skips.inc();
+                    return Ok(self.time_sliced(&RowsQuery { filters, offset, ..q.clone() }, snap));
+                }
+            }
             return Ok(self.time_sliced(q, snap));
         }
         let columns = self.columns_for(q);
@@ -961,75 +919,16 @@ mod tests {
     fn snapshot(n: usize) -> IndexSnapshot {
         let row_groups =
             (0..n).map(|i| RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.999, rows: 100_000 }).collect();
-        let meta = object_store::ObjectMeta {
-            location: "f".into(),
-            last_modified: Default::default(),
-            size: 1,
-            e_tag: None,
-            version: None,
-        };
-        let file = FileInfo::with_row_groups(meta, row_groups);
+        let file = FileInfo::named("f", row_groups);
         IndexSnapshot { files: Arc::new(vec![file]), ..Default::default() }
-    }
-
-    /// Files `f0`, `f1`, … of one row group each, one time unit apart.
-    fn files(rows: &[u64]) -> Vec<FileInfo> {
-        rows.iter()
-            .enumerate()
-            .map(|(i, &rows)| {
-                let meta = object_store::ObjectMeta {
-                    location: format!("f{i}").into(),
-                    last_modified: Default::default(),
-                    size: 1,
-                    e_tag: None,
-                    version: None,
-                };
-                let groups = vec![RowGroupStats { ts_min: i as f64, ts_max: i as f64 + 0.5, rows }];
-                FileInfo { sorted_by_time: true, ..FileInfo::with_row_groups(meta, groups) }
-            })
-            .collect()
-    }
-
-    fn labels(level: &str) -> rollup::Labels {
-        [Some(level.to_string()), Some("api".to_string()), None]
-    }
-
-    #[test]
-    fn filtered_offsets_skip_files_their_rollups_count() {
-        // Newest first: f2, f1, f0. ERROR rows: f2 30, f1 40 (no rollup for f0).
-        let files = files(&[100, 100, 100]);
-        let rollups = Rollups::default();
-        rollups.insert(files[2].meta.clone(), vec![(labels("ERROR"), 30), (labels("INFO"), 70)]);
-        rollups.insert(files[1].meta.clone(), vec![(labels("ERROR"), 40), (labels("INFO"), 60)]);
-        let errors = Filters { level: Some("ERROR".into()), ..Filters::default() };
-        let units = sorted_export::plan(&files, &errors, OrderDir::Desc).unwrap();
-        let file_of = |u: &[sorted_export::Unit]| u.iter().map(|u| u.file).collect::<Vec<_>>();
-        let (left, offset) = skip_counted_files(&files, units.clone(), &errors, 75, &rollups);
-        assert_eq!((file_of(&left), offset), (vec![0], 5), "f2 and f1 hold 70 of the 75 skipped");
-        let (left, offset) = skip_counted_files(&files, units.clone(), &errors, 50, &rollups);
-        assert_eq!((file_of(&left), offset), (vec![1, 0], 20), "the page starts inside f1");
-        // f0 has no rollup: nothing past it is skipped, whatever the offset.
-        let (left, offset) = skip_counted_files(&files, units, &errors, 500, &rollups);
-        assert_eq!((file_of(&left), offset), (vec![0], 430));
-        // A time bound inside f2: it must be read, so nothing is skipped.
-        let cut = Filters { end_time: Some(2.25), ..errors.clone() };
-        let units = sorted_export::plan(&files, &cut, OrderDir::Desc).unwrap();
-        let (left, offset) = skip_counted_files(&files, units, &cut, 75, &rollups);
-        assert_eq!((file_of(&left), offset), (vec![2, 1, 0], 75));
     }
 
     /// `files` files that all span the same hour (Spark's writer tasks), `rows` each.
     fn overlapping(files: usize, rows: u64) -> IndexSnapshot {
         let files = (0..files)
             .map(|i| {
-                let meta = object_store::ObjectMeta {
-                    location: format!("f{i}").into(),
-                    last_modified: Default::default(),
-                    size: 1,
-                    e_tag: None,
-                    version: None,
-                };
-                FileInfo::with_row_groups(meta, vec![RowGroupStats { ts_min: 0.0, ts_max: 3600.0, rows }])
+                let name = format!("f{i}");
+                FileInfo::named(&name, vec![RowGroupStats { ts_min: 0.0, ts_max: 3600.0, rows }])
             })
             .collect();
         IndexSnapshot { files: Arc::new(files), ..Default::default() }
@@ -1039,7 +938,7 @@ mod tests {
     fn export_slices_of_overlapping_files_hold_about_their_target() {
         for dir in [OrderDir::Desc, OrderDir::Asc] {
             let snap = overlapping(4, 50_000);
-            let mut p = SlicePlanner::new(&snap, dir, None);
+            let mut p = SlicePlanner::new(&snap, &Filters::default(), dir, None);
             let mut slices = Vec::new();
             while let Some(s) = p.next_slice(0) {
                 slices.push(s);
@@ -1066,7 +965,7 @@ mod tests {
 
     #[test]
     fn export_slices_grow_for_fast_readers_and_shrink_for_slow_ones() {
-        let mut p = SlicePlanner::new(&overlapping(4, 500_000), OrderDir::Desc, None);
+        let mut p = SlicePlanner::new(&overlapping(4, 500_000), &Filters::default(), OrderDir::Desc, None);
         let held = |p: &mut SlicePlanner| match p.next_slice(0) {
             Some((lo, hi)) => p.estimate(lo.unwrap_or(f64::NEG_INFINITY), hi.unwrap_or(f64::INFINITY)).round() as u64,
             None => panic!("no slice"),
@@ -1089,7 +988,7 @@ mod tests {
         // 100,000 rows at one instant, then more later: no slice may be empty forever.
         let mut snap = overlapping(1, 100_000);
         Arc::make_mut(&mut snap.files)[0].row_groups[0] = RowGroupStats { ts_min: 5.0, ts_max: 5.0, rows: 100_000 };
-        let mut p = SlicePlanner::new(&snap, OrderDir::Desc, None);
+        let mut p = SlicePlanner::new(&snap, &Filters::default(), OrderDir::Desc, None);
         let mut n = 0;
         while p.next_slice(0).is_some() {
             n += 1;
@@ -1101,7 +1000,7 @@ mod tests {
     #[test]
     fn slices_cover_everything_newest_first_and_stay_bounded() {
         // A page 5 M rows deep must not be collected in one slice.
-        let mut p = SlicePlanner::new(&snapshot(50), OrderDir::Desc, Some(5_000_001));
+        let mut p = SlicePlanner::new(&snapshot(50), &Filters::default(), OrderDir::Desc, Some(5_000_001));
         let mut edges = Vec::new();
         let mut found = 0;
         while let Some((lo, hi)) = p.next_slice(found) {

@@ -344,6 +344,15 @@ def test_logs_page(case, name, order):
     assert body["returned_count"] == min(100, want_total)
 
 
+# Offsets past whole runs of overlapping files (see test_deep_pages_count_runs_of_overlapping_files).
+DEEP_PAGES = [
+    ("all", "asc", 20_000, 100),
+    ("level", "asc", 1_200, 50),
+    ("host", "desc", 6_000, 100),
+    ("window_labels", "asc", 1_900, 20),
+]
+
+
 @pytest.mark.parametrize("name,order,offset,limit", [
     ("all", "desc", 250, 100),
     ("all", "asc", 12_345, 50),
@@ -351,11 +360,54 @@ def test_logs_page(case, name, order):
     ("level", "desc", 40, 100),
     ("window", "asc", 1_000, 200),
     ("newest", "desc", 300, 100),
+    *DEEP_PAGES,
 ])
 def test_logs_offset_pages(case, name, order, offset, limit):
     p = params(name, order_by="timestamp", order_dir=order, limit=limit, offset=offset)
     body = get(case.server, LOGS, p).json()
     check_rows(f"{LOGS} {p}", body["data"], case.truth.rows(FILTERS[name], order, limit=limit, offset=offset))
+
+
+def metrics(server, *names):
+    text = requests.get(server.http + "/metrics", timeout=10).text
+    values = dict(line.split()[:2] for line in text.splitlines() if line and not line.startswith("#"))
+    return [float(values[n]) for n in names]
+
+
+@pytest.fixture(scope="session")
+def files_only(spark_case, pg, workdir):
+    """spark_case served without a copy of the newest rows, so that every page reads the files,
+    once every file has its rollup."""
+    server = _start(pg, spark_case.archive.url, workdir, f"files-only-{spark_case.name}",
+                    ["--set", "parquet.newest_rows=0"])
+    try:
+        _wait_for_rollups(server)
+        yield Case(spark_case.name, spark_case.archive, spark_case.truth, server)
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("name,order,offset,limit", DEEP_PAGES)
+def test_deep_pages_count_runs_of_overlapping_files(files_only, name, order, offset, limit):
+    """Each hour partition holds writer files spanning the same minutes, so no file can be
+    skipped alone; an offset passes over whole runs of them by their row or rollup counts and
+    reads only the run the page starts in, not every row before it."""
+    case, f = files_only, FILTERS[name]
+    names = ("fletch_hdfs_run_skips_total", "fletch_hdfs_rows_scanned_total")
+    skips, scanned = metrics(case.server, *names)
+    p = params(name, order_by="timestamp", order_dir=order, limit=limit, offset=offset, count="none")
+    want = case.truth.rows(f, order, limit=limit, offset=offset)
+    check_rows(f"{LOGS} {p}", get(case.server, LOGS, p).json()["data"], want)
+    skips_after, scanned_after = metrics(case.server, *names)
+    assert skips_after == skips + 1, f"{LOGS} {p}: the page did not pass over runs by counting"
+    # Rows of the archive from the filter's time bound up to the page: what reading up to it scans.
+    first = want[0]["timestamp"]
+    before = case.truth.count({"start_time": f.get("start_time"), "end_time": first - 0.0005} if order == "asc"
+                              else {"start_time": first + 0.0005, "end_time": f.get("end_time")})
+    print(f"\n{case.name} {name} {order} offset {offset}: {scanned_after - scanned:.0f} rows scanned, "
+          f"{before} before the page")
+    assert scanned_after - scanned < before / 2, (
+        f"{LOGS} {p}: scanned {scanned_after - scanned:.0f} rows; {before} rows lie before the page")
 
 
 # Pages of newest rows against a copy of the newest rows (parquet.newest_rows): every filter,
