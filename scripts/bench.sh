@@ -29,6 +29,11 @@
 #                                         (BENCH_SERVE_ARGS="--set parquet.newest_rows=0": without the copy
 #                                         of the newest rows; `serve` and every step that starts fletch
 #                                         take BENCH_SERVE_ARGS too)
+#   scripts/bench.sh deep-pages [N]       pages deep into an archive of files not in time order
+#                                         ($BENCH_DEEP_DIR, default the Spark-written $BENCH_DIR/spark)
+#                                         without the copy of the newest rows: median / p95 of N requests
+#                                         (default 10), rows decoded per page, and DuckDB's
+#                                         ORDER BY timestamp LIMIT/OFFSET over the same files beside each
 #   scripts/bench.sh many-files [FILES] [N]  FILES (default 10000) small Spark-written files of
 #                                         $BENCH_MANY_ROWS rows (default 1000000) in all: listing and
 #                                         footer time until /ready, fletch RSS, newest-100 and
@@ -58,6 +63,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$FLETCH_ROOT"
 
 BENCH_DIR="${BENCH_DIR:-/var/tmp/fletch-bench}"
+# The reference engine of `deep-pages`, installed into its own venv under $BENCH_DIR.
+DUCKDB_VERSION=2.0.1
 fletch_cache_dir
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/fletch-target-release}"
 FLETCH="${BENCH_FLETCH:-$CARGO_TARGET_DIR/release/fletch}"
@@ -270,6 +277,23 @@ cmd_spark_archive() {
     awk 'FNR == NR { if (/ median /) { m[FNR] = $(NF - 4); p[FNR] = $(NF - 1) } next }
          / median / { printf "%-44s %9.2f / %8.2f %9.2f / %8.2f %6.2fx\n", substr($0, 6, 44), m[FNR], p[FNR], $(NF - 4), $(NF - 1), $(NF - 4) / m[FNR] }' \
         "$BENCH_DIR/latency-fletch.txt" "$BENCH_DIR/latency-spark.txt"
+}
+
+cmd_deep_pages() {
+    local n="${1:-10}" dir="${BENCH_DEEP_DIR:-$BENCH_DIR/spark}" files secs t0 venv="$BENCH_DIR/duckdb-venv"
+    [[ -x "$FLETCH" && -d "$dir" ]] || die "no release fletch or no $dir: run scripts/bench.sh spark-archive first"
+    if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+        log "installing DuckDB $DUCKDB_VERSION into $venv (the reference)"
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q "duckdb==$DUCKDB_VERSION" >&2 || die "could not install DuckDB"
+    fi
+    files="$(data_files "$dir")"
+    t0=$(date +%s.%N)
+    secs="$(BENCH_SERVE_ARGS="--set parquet.newest_rows=0 ${BENCH_SERVE_ARGS:-}" serve_archive "file://$dir" "$files")"
+    echo "$files files, $(du -sh "$dir" | cut -f1): /ready after $secs s; label rollups for every file" \
+        "$(wait_for_rollups "$t0") s after launch"
+    "$venv/bin/python" scripts/bench_deep_pages.py "$BASE" "$dir" "$n"
+    echo "fletch after the pages: $(rss_mb "$(cat "$BENCH_DIR/server.pid")")"
+    cmd_stop_server
 }
 
 cmd_many_files() {
@@ -558,6 +582,7 @@ case "${1:-}" in
     flight-floor) shift; cmd_flight_floor "$@" ;;
     slow-readers) shift; cmd_slow_readers "$@" ;;
     spark-archive) shift; cmd_spark_archive "$@" ;;
+    deep-pages) shift; cmd_deep_pages "$@" ;;
     many-files) shift; cmd_many_files "$@" ;;
     ballista) shift; cmd_ballista "$@" ;;
     pg-groupby) shift; cmd_pg_groupby "$@" ;;

@@ -8,7 +8,7 @@
 //! filter, so DataFusion skips every other file and row group from statistics alone, and
 //! slices are disjoint, so their sorted outputs simply concatenate. The same plan streams
 //! exports of any size in order with memory bounded by one slice; an export's slices are
-//! cut anywhere in time, about 16 Ki rows while its client reads slowly and up to 128 Ki
+//! cut anywhere in time, about 4 Ki rows while its client reads slowly and up to 128 Ki
 //! while it reads fast, since files written in parallel overlap in time and a slice cut at
 //! row-group edges would hold all of them.
 //!
@@ -60,6 +60,7 @@ use datafusion::logical_expr::{col, lit, Expr};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::ObjectStore;
+use tokio::sync::Semaphore;
 
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -81,8 +82,8 @@ use crate::stream::BatchStream;
 
 /// Rows a slice of an export holds at first and while its client reads slowly. A slice is
 /// collected and sorted before it is sent, so this is what each slowly read export of files
-/// not in time order holds decoded (about 4 MB of `logs` rows).
-const EXPORT_SLICE_ROWS: u64 = 16 * 1024;
+/// not in time order holds decoded (about 1 MB of `logs` rows).
+const EXPORT_SLICE_ROWS: u64 = 4 * 1024;
 /// Rows a slice of an export grows to while its client takes each slice at once: files
 /// that overlap in time are read once per slice, so small slices cost a fast export about
 /// four times the reading.
@@ -91,6 +92,10 @@ const FAST_EXPORT_SLICE_ROWS: u64 = 128 * 1024;
 /// [`SLOW_READER`] reads slowly.
 const FAST_READER: Duration = Duration::from_millis(250);
 const SLOW_READER: Duration = Duration::from_secs(1);
+/// Export slices sorted at once per core. Slicing is CPU work, so more gain nothing; a
+/// burst of exports queues here for a turn instead of filling the memory pool with sorts
+/// (200 exports starting at once got 503 when each sorted its first slice right away).
+const EXPORT_SLICES_PER_CORE: usize = 2;
 /// What a sort sets aside for merging what it spilled (see `Archive::new`).
 const SORT_RESERVATION_BYTES: usize = 1024 * 1024;
 /// Largest slice of a page: this bounds memory even for a page far into the table
@@ -123,6 +128,8 @@ pub struct Archive {
     /// `hdfs.logs`'s columns as of the latest snapshot (they only grow).
     columns: Arc<RwLock<SchemaRef>>,
     executor: Arc<DedicatedExecutor>,
+    /// Turns at sorting an export's next slice (see [`EXPORT_SLICES_PER_CORE`]).
+    export_slices: Arc<Semaphore>,
 }
 
 impl Archive {
@@ -172,6 +179,7 @@ impl Archive {
             index,
             columns: Arc::new(RwLock::new(logs_schema())),
             executor,
+            export_slices: Arc::new(Semaphore::new(partitions.max(1) * EXPORT_SLICES_PER_CORE)),
         })
     }
 
@@ -445,6 +453,11 @@ impl Archive {
                 }
                 let (lo, hi) = planner.next_slice(got)?;
                 let fetch = want.map(|w| w - got);
+                // Held until the slice is sorted and collected; never closed, so never an error.
+                let _turn = match want {
+                    None => me.export_slices.clone().acquire_owned().await.ok(),
+                    Some(_) => None,
+                };
                 let df = async {
                     let last = match fetch.filter(|n| *n <= TWO_PHASE_MAX_ROWS) {
                         Some(n) => me.nth_timestamp(&q.filters, q.order_dir, (lo, hi), n).await?,
@@ -944,8 +957,8 @@ mod tests {
                 slices.push(s);
                 assert!(slices.len() < 100, "{dir:?}: no end");
             }
-            // 200,000 rows in slices of about 16 Ki rows, every one of them.
-            assert_eq!(slices.len(), 13, "{dir:?}: {slices:?}");
+            // 200,000 rows in slices of EXPORT_SLICE_ROWS, every one of them.
+            assert_eq!(slices.len(), 200_000usize.div_ceil(EXPORT_SLICE_ROWS as usize), "{dir:?}: {slices:?}");
             for (lo, hi) in &slices[1..slices.len() - 1] {
                 let rows = p.estimate(lo.unwrap(), hi.unwrap());
                 assert!((rows - EXPORT_SLICE_ROWS as f64).abs() < 1.0, "{dir:?}: {rows} rows in {lo:?}..{hi:?}");
@@ -971,7 +984,7 @@ mod tests {
             None => panic!("no slice"),
         };
         assert_eq!(held(&mut p), EXPORT_SLICE_ROWS);
-        for _ in 0..5 {
+        for _ in 0..(FAST_EXPORT_SLICE_ROWS / EXPORT_SLICE_ROWS).ilog2() {
             p.pace(Duration::from_millis(10));
         }
         assert_eq!(held(&mut p), FAST_EXPORT_SLICE_ROWS);
