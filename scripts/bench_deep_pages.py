@@ -31,8 +31,9 @@ PAGES = [
 
 
 def metric(base, name):
+    """A counter's value; NaN when this fletch has no such counter (an older build)."""
     text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
-    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+    return float(next((line.split()[1] for line in text.splitlines() if line.startswith(name + " ")), "nan"))
 
 
 def fletch_page(base, order, offset, labels):
@@ -44,8 +45,9 @@ def fletch_page(base, order, offset, labels):
 
 def duckdb_page(con, glob, order, offset, labels):
     where = " AND ".join(f"{k} = ?" for k in labels)
-    sql = (f'SELECT "timestamp", level, service, host, message, metadata FROM read_parquet(\'{glob}\') "
-           f"{'WHERE ' + where if where else ''} ORDER BY "timestamp" {order} LIMIT {LIMIT} OFFSET {offset}")
+    sql = ('SELECT "timestamp", level, service, host, message, metadata '
+           f"FROM read_parquet('{glob}') {'WHERE ' + where if where else ''} "
+           f'ORDER BY "timestamp" {order} LIMIT {LIMIT} OFFSET {offset}')
     t0 = time.perf_counter()
     rows = con.execute(sql, list(labels.values())).fetchall()
     return time.perf_counter() - t0, [r[0] for r in rows]
