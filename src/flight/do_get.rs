@@ -37,6 +37,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use super::encode::{flight_stream, Batches};
+use super::service::{placement, ENGINE_HEADER};
 use super::FletchFlight;
 use crate::encode::pieces::{buffer_bytes, Pieces};
 use crate::error::QueryError;
@@ -86,8 +87,9 @@ where
             return Box::pin(self.inner.call(req));
         }
         let flight = self.flight.clone();
+        let engine = req.headers().get(ENGINE_HEADER).map(|v| v.as_bytes().to_vec());
         Box::pin(async move {
-            Ok(match answer(&flight, req.into_body()).await {
+            Ok(match answer(&flight, engine.as_deref(), req.into_body()).await {
                 Ok(body) => {
                     let mut resp = http::Response::new(body);
                     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -100,10 +102,12 @@ where
     }
 }
 
-/// Read the ticket, open the query, and return the response body that streams it.
-async fn answer(flight: &FletchFlight, request: Body) -> Result<Body, Status> {
+/// Read the ticket, open the query (SQL where the `engine` header says), and return the
+/// response body that streams it.
+async fn answer(flight: &FletchFlight, engine: Option<&[u8]>, request: Body) -> Result<Body, Status> {
+    let engine = placement(engine)?;
     let ticket = read_ticket(request).await?;
-    let batches = flight.answer(&ticket.ticket).await?;
+    let batches = flight.answer(&ticket.ticket, engine).await?;
     Ok(Body::new(StreamBody::new(frames(batches))))
 }
 

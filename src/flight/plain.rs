@@ -10,6 +10,7 @@ use tonic::Status;
 use super::encode::{flight_info, open, Batches};
 use super::tickets::{self, PlainQuery, DATASETS};
 use super::FlightState;
+use crate::sql::ballista::Placement;
 use crate::store::LogStore;
 
 /// One entry per configured dataset.
@@ -47,7 +48,8 @@ pub async fn describe_command(state: &FlightState, cmd: &Bytes) -> Result<(Schem
     Ok((schema, cmd.clone()))
 }
 
-pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<Batches, Status> {
+/// Answer a JSON ticket; an `sql` ticket runs where `placement` says.
+pub async fn do_get(state: &FlightState, ticket: &[u8], placement: Placement) -> Result<Batches, Status> {
     match tickets::parse(ticket)? {
         PlainQuery::Logs(s, q) | PlainQuery::Export(s, q) => {
             let store = state.store(s)?;
@@ -61,6 +63,6 @@ pub async fn do_get(state: &FlightState, ticket: &[u8]) -> Result<Batches, Statu
             let stats = state.store(s)?.stats().await?;
             Ok(Batches::single(tickets::stats_batch(s, &stats)?))
         }
-        PlainQuery::Sql(sql) => open(state.service.sql(sql, Vec::new()).await).await,
+        PlainQuery::Sql(sql) => open(state.service.sql(sql, Vec::new(), placement).await).await,
     }
 }

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::encode::{flight_info, flight_stream, schema_result, Batches, FlightDataStream};
 use super::{plain, sql, tickets, FletchFlight, FlightState};
 use crate::auth::AuthToken;
+use crate::sql::ballista::Placement;
 
 /// Flight SQL action names (arrow-flight keeps its constants crate-private).
 pub const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
@@ -51,13 +52,26 @@ fn unpack<T: ProstMessageExt>(body: &[u8], what: &str) -> Result<T, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{what}: wrong message type {}", any.type_url)))
 }
 
+/// The call header that says where a statement runs, as `"engine"` does for
+/// `POST /api/sql`: `auto` (the default), `local` or `ballista`.
+pub const ENGINE_HEADER: &str = "x-fletch-engine";
+
+/// The placement an [`ENGINE_HEADER`] value (or its absence) asks for.
+pub fn placement(value: Option<&[u8]>) -> Result<Placement, Status> {
+    let Some(bytes) = value else { return Ok(Placement::Auto) };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Status::invalid_argument(format!("the {ENGINE_HEADER} header is not text")))?;
+    Ok(Placement::parse(text.trim())?)
+}
+
 impl FletchFlight {
-    /// What a `do_get` ticket asks for: a JSON ticket (plain Flight) or a Flight SQL command.
-    pub async fn answer(&self, ticket: &[u8]) -> Result<Batches, Status> {
+    /// What a `do_get` ticket asks for: a JSON ticket (plain Flight) or a Flight SQL command;
+    /// SQL runs where `placement` says.
+    pub async fn answer(&self, ticket: &[u8], placement: Placement) -> Result<Batches, Status> {
         if tickets::is_json(ticket) {
-            plain::do_get(&self.state, ticket).await
+            plain::do_get(&self.state, ticket, placement).await
         } else {
-            sql::do_get(&self.state, sql::decode(ticket)?).await
+            sql::do_get(&self.state, sql::decode(ticket)?, placement).await
         }
     }
 }
@@ -94,6 +108,11 @@ impl FlightService for FletchFlight {
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        // A bad engine is refused here, before a client goes on to DoGet.
+        let engine = placement(request.metadata().get(ENGINE_HEADER).map(|v| v.as_bytes()))?;
+        if engine != Placement::Auto {
+            self.state.service.engine()?.check_placement(engine)?;
+        }
         let d = request.into_inner();
         let (schema, ticket) = describe(&self.state, &d).await?;
         Ok(Response::new(flight_info(&schema, ticket, d)?))
@@ -110,7 +129,8 @@ impl FlightService for FletchFlight {
 
     /// Only reached if `DoGet` is not routed to [`super::do_get`] (see [`super::start`]).
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        Ok(Response::new(flight_stream(self.answer(&request.into_inner().ticket).await?)))
+        let engine = placement(request.metadata().get(ENGINE_HEADER).map(|v| v.as_bytes()))?;
+        Ok(Response::new(flight_stream(self.answer(&request.into_inner().ticket, engine).await?)))
     }
 
     /// Only binding prepared-statement parameters: fletch is read-only.

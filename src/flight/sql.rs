@@ -20,6 +20,7 @@ use tonic::Status;
 use super::catalog;
 use super::encode::{open, Batches};
 use super::FlightState;
+use crate::sql::ballista::Placement;
 
 /// Decode a Flight SQL command from descriptor / ticket bytes.
 pub fn decode(bytes: &[u8]) -> Result<Command, Status> {
@@ -74,16 +75,18 @@ pub async fn describe(state: &FlightState, cmd: Command) -> Result<(SchemaRef, B
     })
 }
 
-pub async fn do_get(state: &FlightState, cmd: Command) -> Result<Batches, Status> {
+/// Answer a command; statements run where `placement` says.
+pub async fn do_get(state: &FlightState, cmd: Command, placement: Placement) -> Result<Batches, Status> {
+    let service = &state.service;
     match cmd {
         Command::TicketStatementQuery(t) => {
             let sql = utf8(&t.statement_handle, "statement handle")?;
-            open(state.service.sql(sql, Vec::new()).await).await
+            open(service.sql(sql, Vec::new(), placement).await).await
         }
-        Command::CommandStatementQuery(q) => open(state.service.sql(q.query, Vec::new()).await).await,
+        Command::CommandStatementQuery(q) => open(service.sql(q.query, Vec::new(), placement).await).await,
         Command::CommandPreparedStatementQuery(p) => {
             let (sql, params) = state.prepared.get(&p.prepared_statement_handle)?;
-            open(state.service.sql(sql, params).await).await
+            open(service.sql(sql, params, placement).await).await
         }
         Command::CommandGetSqlInfo(c) => Ok(Batches::single(catalog::sql_info_batch(&state.sql_info, c)?)),
         Command::CommandGetCatalogs(c) => Ok(Batches::single(catalog::catalogs_batch(state.service.engine()?, c)?)),

@@ -41,7 +41,6 @@ pub async fn sql(req: HttpRequest, body: web::Bytes, state: web::Data<Service>) 
         Some(e) => Placement::parse(e)?,
         None => Placement::Auto,
     };
-    let (first, rest) =
-        unless_client_leaves(&req, open_stream(state.sql_on(parsed.sql, Vec::new(), placement))).await?;
+    let (first, rest) = unless_client_leaves(&req, open_stream(state.sql(parsed.sql, Vec::new(), placement))).await?;
     Ok(stream_response(format, first, rest)?)
 }

@@ -15,14 +15,10 @@ use crate::sql::Prepared;
 use crate::stream::BatchStream;
 
 impl Service {
-    /// Run a statement. The first item is an empty batch with the result schema; dropping
-    /// the stream stops the query at its source.
-    pub async fn sql(&self, sql: String, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
-        self.sql_on(sql, params, Placement::Auto).await
-    }
-
-    /// [`Self::sql`], run where the client asked (see [`crate::sql::ballista`]).
-    pub async fn sql_on(
+    /// Run a statement where the client asked (see [`crate::sql::ballista`]). The first item
+    /// is an empty batch with the result schema; dropping the stream stops the query at its
+    /// source.
+    pub async fn sql(
         &self,
         sql: String,
         params: Vec<ScalarValue>,

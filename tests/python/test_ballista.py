@@ -186,10 +186,33 @@ def test_big_scans_go_to_ballista_by_themselves(pg, workdir, hdfs_archive, clust
             cur.execute(GROUP_BY)
             assert cur.fetch_arrow_table().to_pylist() == table.to_pylist()
         assert ballista_runs(s) == before + 2
+        # A Flight SQL client that asks for local execution gets it.
+        engine = {"adbc.flight.sql.rpc.call_header.x-fletch-engine": "local"}
+        with flightsql.connect(s.grpc, db_kwargs=engine, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(GROUP_BY)
+            assert cur.fetch_arrow_table().to_pylist() == table.to_pylist()
+        assert ballista_runs(s) == before + 2
         sql(s, "SELECT count(*) FROM postgres.logs", "auto")
         assert ballista_runs(s) == before + 2
     finally:
         stop(s)
+
+
+def test_flight_sql_clients_choose_the_engine_by_call_header(cluster):
+    """ADBC sends x-fletch-engine on every call (adbc.flight.sql.rpc.call_header.*): ballista
+    sends a statement that auto would keep here, and a bad value is refused naming it."""
+    server = cluster["server"]
+    header = "adbc.flight.sql.rpc.call_header.x-fletch-engine"
+    local = sql(server, GROUP_BY, "local")
+    before = ballista_runs(server)
+    with flightsql.connect(server.grpc, db_kwargs={header: "ballista"}, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.execute(GROUP_BY)
+            assert cur.fetch_arrow_table().to_pylist() == local.to_pylist()
+    assert ballista_runs(server) == before + 1, "the statement did not run on Ballista"
+    with flightsql.connect(server.grpc, db_kwargs={header: "spark"}, autocommit=True) as conn:
+        with conn.cursor() as cur, pytest.raises(flightsql.Error, match="unknown engine `spark`"):
+            cur.execute(GROUP_BY)
 
 
 def test_time_budget_cancels_the_job(pg, workdir, hdfs_archive, cluster):

@@ -75,6 +75,26 @@ def test_sql_ticket(client, pg):
     assert t.column("n").to_pylist() == [pg.scalar("SELECT count(*) FROM logs WHERE level = 'WARN'")]
 
 
+def engine(value):
+    return flight.FlightCallOptions(headers=[(b"x-fletch-engine", value.encode())])
+
+
+def test_sql_ticket_engine_header(client, pg):
+    """The x-fletch-engine call header chooses where SQL runs, as "engine" does over HTTP;
+    this server has no Ballista scheduler, so only auto and local can run."""
+    sql = ticket(sql="SELECT count(*) AS n FROM postgres.logs WHERE level = 'WARN'")
+    want = [pg.scalar("SELECT count(*) FROM logs WHERE level = 'WARN'")]
+    for value in ("local", "auto"):
+        assert client.do_get(sql, options=engine(value)).read_all().column("n").to_pylist() == want
+    with pytest.raises(pa.ArrowInvalid, match=r"\[ballista\] scheduler"):
+        client.do_get(sql, options=engine("ballista")).read_all()
+    with pytest.raises(pa.ArrowInvalid, match="unknown engine `spark`"):
+        client.do_get(sql, options=engine("spark")).read_all()
+    descriptor = flight.FlightDescriptor.for_command(json.dumps({"sql": "SELECT 1 AS one"}).encode())
+    with pytest.raises(pa.ArrowInvalid, match="unknown engine `spark`"):
+        client.get_flight_info(descriptor, options=engine("spark"))
+
+
 @pytest.mark.parametrize("bad,param", [
     ({"source": "hdfs", "kind": "aggregate", "params": {"group_by": "colour"}}, "group_by"),
     ({"source": "postgres", "kind": "logs", "params": {"limit": 0}}, "limit"),
