@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum ErrorClass {
     /// The request itself is wrong (400 / INVALID_ARGUMENT).
     BadRequest,
+    /// The request is larger than fletch reads (413 / INVALID_ARGUMENT).
+    TooLarge,
     /// Missing or wrong credentials (401 / UNAUTHENTICATED).
     Unauthenticated,
     /// The named thing does not exist (404 / NOT_FOUND).
@@ -64,6 +66,8 @@ pub enum QueryError {
     UnknownParam { param: String, allowed: Vec<String> },
     #[error("SQL error: {0}")]
     Sql(String),
+    #[error("the {what} is larger than the {limit} bytes fletch reads")]
+    TooLarge { what: &'static str, limit: usize },
     #[error("not found: {0}")]
     NotFound(String),
     #[error("unauthenticated: {0}")]
@@ -151,6 +155,7 @@ impl QueryError {
             QueryError::InvalidParam { .. } | QueryError::UnknownParam { .. } | QueryError::Sql(_) => {
                 ErrorClass::BadRequest
             }
+            QueryError::TooLarge { .. } => ErrorClass::TooLarge,
             QueryError::NotFound(_) => ErrorClass::NotFound,
             QueryError::Unauthenticated(_) => ErrorClass::Unauthenticated,
             QueryError::Overloaded { .. } => ErrorClass::Overloaded,
@@ -177,6 +182,7 @@ impl QueryError {
             QueryError::InvalidParam { .. } => "invalid_parameter",
             QueryError::UnknownParam { .. } => "unknown_parameter",
             QueryError::Sql(_) => "sql_error",
+            QueryError::TooLarge { .. } => "too_large",
             QueryError::NotFound(_) => "not_found",
             QueryError::Unauthenticated(_) => "unauthenticated",
             QueryError::Overloaded { .. } => "overloaded",
@@ -229,6 +235,7 @@ impl ErrorClass {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorClass::BadRequest => 400,
+            ErrorClass::TooLarge => 413,
             ErrorClass::Unauthenticated => 401,
             ErrorClass::NotFound => 404,
             ErrorClass::Overloaded | ErrorClass::StoreUnavailable => 503,
@@ -240,7 +247,7 @@ impl ErrorClass {
 
     pub fn grpc_code(self) -> tonic::Code {
         match self {
-            ErrorClass::BadRequest => tonic::Code::InvalidArgument,
+            ErrorClass::BadRequest | ErrorClass::TooLarge => tonic::Code::InvalidArgument,
             ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorClass::NotFound => tonic::Code::NotFound,
             ErrorClass::Overloaded | ErrorClass::StoreUnavailable => tonic::Code::Unavailable,

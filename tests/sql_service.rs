@@ -201,6 +201,34 @@ async fn errors_before_the_first_row_are_status_codes() {
 }
 
 #[tokio::test]
+async fn sql_bodies_are_read_up_to_what_the_engine_takes() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let e = env();
+    // 600 KiB of SQL (over actix-web's default 256 KiB body limit) runs.
+    let long = format!("SELECT 1 AS one{}", " ".repeat(600 * 1024));
+    let resp = post_sql(&e.short, &long).await;
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+    // Past the statement limit: the engine's 400 naming it.
+    let longer = format!("SELECT 1 AS one{}", " ".repeat(1_100 * 1024));
+    let resp = post_sql(&e.short, &longer).await;
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("1048576 bytes"), "{body}");
+    // Past the body limit: a JSON 413 naming it, not actix-web's plain text.
+    let resp = reqwest::Client::new()
+        .post(e.short.url("/api/sql"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5 << 20])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: serde_json::Value = resp.json().await.expect("a JSON body");
+    assert_eq!(body["error"], "too_large", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("4194304 bytes"), "{body}");
+}
+
+#[tokio::test]
 async fn offsets_are_bounded() {
     let _one_at_a_time = SERIAL.lock().await;
     let e = env();

@@ -99,9 +99,11 @@ class Case:
 
 # ---------------------------------------------------------------- HTTP
 
-# Beyond these the HTTP layer (actix) refuses before fletch sees the request: a bare 400
-# for a huge head, a plain-text 413 for a big body, or a close while the client still sends.
-MAX_HEAD, MAX_BODY = 32 << 10, 256 << 10
+# Beyond these a request may be refused without fletch's JSON: the HTTP layer (actix)
+# answers a URI over 64 KiB with a bare 400 and a head over 128 KiB with a bare 431, and
+# fletch stops reading a body over 4 MiB (a JSON 413), so the client may see the connection
+# close while it still sends. MAX_HEAD stays well under the first.
+MAX_HEAD, MAX_BODY = 32 << 10, 4 << 20
 
 
 def http_call(server, method, target, body=None, headers=None):
