@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::postgres::PgSource;
 use crate::sql::ballista::codec::FletchCodec;
+use crate::sql::ballista::scheduler_address;
 
 /// Where the scheduler listens (port 0: any free port, printed on stdout).
 #[derive(Debug, Clone)]
@@ -128,14 +129,6 @@ pub fn run_executor(role: ExecutorRole, config: Config) -> Result<(), String> {
     runtime()?.block_on(start_executor_process(Arc::new(options))).map_err(|e| e.to_string())
 }
 
-/// `df://host:port`, `http://host:port` or `host:port`.
-fn scheduler_address(s: &str) -> Result<(String, u16), String> {
-    let rest = s.split_once("://").map_or(s, |(_, r)| r).trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "50050"));
-    let port = port.parse().map_err(|_| format!("`{s}` is not a scheduler address; use df://host:port"))?;
-    Ok((host.to_string(), port))
-}
-
 /// The PostgreSQL connection actors, on an actix system of their own: executors run
 /// DataFusion on a multi-threaded runtime, actors need a system, and an `Addr` may be
 /// used from any thread.
@@ -156,17 +149,4 @@ fn start_postgres(config: &Config) -> Result<Option<PgSource>, String> {
         })
         .map_err(|e| e.to_string())?;
     rx.recv().map_err(|e| e.to_string())?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scheduler_addresses_in_every_spelling() {
-        assert_eq!(scheduler_address("df://10.0.0.1:50050").unwrap(), ("10.0.0.1".into(), 50050));
-        assert_eq!(scheduler_address("http://sched:7/").unwrap(), ("sched".into(), 7));
-        assert_eq!(scheduler_address("sched").unwrap(), ("sched".into(), 50050));
-        assert!(scheduler_address("sched:x").is_err());
-    }
 }

@@ -69,19 +69,25 @@ pub struct Cluster {
     codec: codec::FletchCodec,
 }
 
+/// `df://host:port`, `http://host:port` or `host[:port]`, port 50050 when not given: how a
+/// server (`[ballista] scheduler`) and an executor (`--scheduler`) name the scheduler.
+pub fn scheduler_address(s: &str) -> Result<(String, u16), String> {
+    let spelled = if s.contains("://") { s.to_string() } else { format!("df://{s}") };
+    url::Url::parse(&spelled)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "df" | "http") && u.path().trim_matches('/').is_empty())
+        .and_then(|u| Some((u.host_str().filter(|h| !h.is_empty())?.to_string(), u.port().unwrap_or(50050))))
+        .ok_or_else(|| format!("`{s}` is not a scheduler address; use df://host:port"))
+}
+
 impl Cluster {
     /// `None` when no scheduler is configured.
     pub fn from_config(c: &BallistaConfig, cores: usize) -> Result<Option<Self>, QueryError> {
         if c.scheduler.is_empty() {
             return Ok(None);
         }
-        let url = url::Url::parse(&c.scheduler).ok().filter(|u| matches!(u.scheme(), "df" | "http"));
-        let Some((host, port)) =
-            url.as_ref().and_then(|u| Some((u.host_str()?.to_string(), u.port().unwrap_or(50050))))
-        else {
-            let msg = format!("`{}` is not a scheduler address; use df://host:port", c.scheduler);
-            return Err(QueryError::invalid("ballista.scheduler", msg, None));
-        };
+        let (host, port) =
+            scheduler_address(&c.scheduler).map_err(|msg| QueryError::invalid("ballista.scheduler", msg, None))?;
         let target_partitions = if c.target_partitions == 0 { 4 * cores.max(1) } else { c.target_partitions };
         Ok(Some(Self {
             job: job::JobSettings {
@@ -138,4 +144,20 @@ pub fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
         Ok(TreeNodeRecursion::Continue)
     });
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_in_every_spelling() {
+        assert_eq!(scheduler_address("df://10.0.0.1:50050").unwrap(), ("10.0.0.1".into(), 50050));
+        assert_eq!(scheduler_address("http://sched:7/").unwrap(), ("sched".into(), 7));
+        assert_eq!(scheduler_address("sched").unwrap(), ("sched".into(), 50050));
+        assert_eq!(scheduler_address("df://sched").unwrap(), ("sched".into(), 50050));
+        for bad in ["sched:x", "grpc://sched:1", "df://sched:1/jobs", "df://", ""] {
+            assert!(scheduler_address(bad).is_err(), "{bad}");
+        }
+    }
 }
