@@ -219,17 +219,7 @@ async fn deep_filtered_pages_skip_counted_files(f: &Fixture) {
 /// copy cannot fill (deeper, ascending, too selective) read the files and are too.
 async fn newest_rows_come_from_the_copy(f: &Fixture) {
     let srv = &f.srv;
-    ids(srv, "/api/query/hdfs/logs?limit=1&count=none").await; // starts reading the copy
-    let mut held = Value::Null;
-    for _ in 0..300 {
-        let (_, _, ready) = get_json(&srv.url("/ready")).await;
-        let detail = &ready["sources"]["hdfs"]["detail"];
-        held = detail["newest_rows"].clone();
-        if held["generation"] == detail["generation"] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let held = newest_copy_of_the_current_listing(srv).await;
     assert_eq!(held["rows"].as_u64().map(|n| n <= NEWEST_HELD as u64 && n > 49_000), Some(true), "{held}");
     assert_eq!(held["whole_archive"], false, "{held}");
     let served = || metric(srv, "fletch_hdfs_newest_pages_total");
@@ -283,28 +273,7 @@ async fn null_labels_group_alike_on_both_sources() {
     let _ = std::fs::remove_dir_all(&dir);
     let pg = postgres_and_parquet("null_labels", 2_000, &format!("file://{}", dir.display()), 1_000);
     let t0 = 2_000_000_000.0; // after every generated row
-    off_runtime(|| {
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            let sql = format!(
-                "INSERT INTO logs (id, \"timestamp\", level, service, host, message, metadata, created_at) \
-                 SELECT 1000000 + i, {t0} + i, CASE WHEN i % 3 = 0 THEN NULL ELSE 'WARN' END, NULL, \
-                 CASE WHEN i % 2 = 0 THEN NULL ELSE 'worker-9' END, 'm', '{{}}', now() \
-                 FROM generate_series(0, {}) AS i",
-                NULLS - 1
-            );
-            // fletch's loader declares the labels NOT NULL; a pipeline's table may not.
-            client
-                .batch_execute(
-                    "ALTER TABLE logs ALTER level DROP NOT NULL, ALTER service DROP NOT NULL, ALTER host DROP NOT NULL",
-                )
-                .await
-                .unwrap();
-            client.batch_execute(&sql).await.unwrap();
-        })
-    });
-    write_null_label_file(&dir.join("nulls.parquet"), t0, NULLS);
+    add_null_label_rows(&pg, &dir.join("nulls.parquet"), t0, NULLS);
     let mut cfg = pg_config(&pg);
     cfg.parquet.url = format!("file://{}", dir.display());
     cfg.cache.ttl_ms = 0;
@@ -316,6 +285,83 @@ async fn null_labels_group_alike_on_both_sources() {
         let g = groups(&srv, &format!("/api/query/hdfs{path}")).await;
         assert!(g.iter().any(|(k, n)| k == "null" && *n > 0), "{q}: no `null` group in {g:?}");
     }
+}
+
+/// `rows` rows with NULL labels from `t0` on, one a second, into PostgreSQL and as one
+/// Parquet file at `path` (see [`write_null_label_file`]).
+fn add_null_label_rows(pg: &str, path: &std::path::Path, t0: f64, rows: i64) {
+    off_runtime(|| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let (client, conn) = tokio_postgres::connect(pg, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let sql = format!(
+                "INSERT INTO logs (id, \"timestamp\", level, service, host, message, metadata, created_at) \
+                 SELECT 1000000 + i, {t0} + i, CASE WHEN i % 3 = 0 THEN NULL ELSE 'WARN' END, NULL, \
+                 CASE WHEN i % 2 = 0 THEN NULL ELSE 'worker-9' END, 'm', '{{}}', now() \
+                 FROM generate_series(0, {}) AS i",
+                rows - 1
+            );
+            // fletch's loader declares the labels NOT NULL; a pipeline's table may not.
+            client
+                .batch_execute(
+                    "ALTER TABLE logs ALTER level DROP NOT NULL, ALTER service DROP NOT NULL, ALTER host DROP NOT NULL",
+                )
+                .await
+                .unwrap();
+            client.batch_execute(&sql).await.unwrap();
+        })
+    });
+    write_null_label_file(path, t0, rows);
+}
+
+/// A file the pipeline adds while pages are served: the copy of the newest rows is
+/// extended with its rows, not read again, and pages cut from it stay PostgreSQL's.
+#[tokio::test]
+async fn a_new_file_extends_the_copy_of_the_newest_rows() {
+    let dir = std::env::temp_dir().join(format!("fletch-test-newest-extend-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = postgres_and_parquet("newest_extend", 2_000, &format!("file://{}", dir.display()), 1_000);
+    let mut cfg = pg_config(&pg);
+    cfg.parquet.url = format!("file://{}", dir.display());
+    cfg.parquet.newest_rows = 500;
+    cfg.parquet.refresh_interval_ms = 200;
+    cfg.cache.ttl_ms = 0;
+    let srv = boot(cfg);
+    let held = newest_copy_of_the_current_listing(&srv).await;
+    assert_eq!((held["rows"].as_u64(), &held["extended"]), (Some(500), &Value::from(0)), "{held}");
+    add_null_label_rows(&pg, &dir.join("later.parquet"), 2_000_000_000.0, 300);
+    for _ in 0..100 {
+        let (_, _, stats) = get_json(&srv.url("/api/query/hdfs/stats")).await;
+        if stats["files"] == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let held = newest_copy_of_the_current_listing(&srv).await;
+    assert_eq!((held["rows"].as_u64(), &held["extended"]), (Some(500), &Value::from(1)), "{held}");
+    let served = metric(&srv, "fletch_hdfs_newest_pages_total").await;
+    for q in ["limit=100", "limit=100&offset=250", "limit=150&offset=350", "limit=50&level=WARN&offset=100"] {
+        let h = ids(&srv, &format!("/api/query/hdfs/logs?{q}&count=none")).await;
+        assert_eq!(h, ids(&srv, &format!("/api/query/postgres/logs?{q}")).await, "hdfs and postgres disagree on {q}");
+    }
+    assert_eq!(metric(&srv, "fletch_hdfs_newest_pages_total").await - served, 4.0, "pages cut from the copy");
+}
+
+/// Ask for a page (which starts reading the copy) and wait until `/ready` shows the copy
+/// of the current listing; returns what it says of it.
+async fn newest_copy_of_the_current_listing(srv: &TestServer) -> Value {
+    ids(srv, "/api/query/hdfs/logs?limit=1&count=none").await;
+    let mut held = Value::Null;
+    for _ in 0..300 {
+        let (_, _, ready) = get_json(&srv.url("/ready")).await;
+        let detail = &ready["sources"]["hdfs"]["detail"];
+        held = detail["newest_rows"].clone();
+        if held["generation"] == detail["generation"] {
+            return held;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the copy of the newest rows was not read in 30 s: {held}")
 }
 
 /// The NULL-label rows of the test above as one Parquet file (ids and times as inserted).

@@ -190,11 +190,17 @@ impl Archive {
         self
     }
 
-    /// Read the newest rows of `snap` into `self.newest`, in the background.
+    /// Read the newest rows of `snap` into `self.newest`, in the background: only the new
+    /// files' when the listing merely added files to the one the held copy was read from.
     fn read_newest(&self, snap: IndexSnapshot) {
         let me = self.clone();
         let generation = snap.generation;
         tokio::spawn(async move {
+            if let Some(base) = me.newest.base(&snap.files) {
+                let added = me.newer_rows(&snap, &base).await;
+                me.newest.extended(generation, snap.files.clone(), base, added);
+                return;
+            }
             let q = RowsQuery {
                 filters: Filters::default(),
                 limit: Some(me.newest.rows_to_read()),
@@ -202,14 +208,38 @@ impl Archive {
                 order_by: OrderBy::Timestamp,
                 order_dir: OrderDir::Desc,
             };
-            let schema = logs_schema();
+            let (schema, files) = (logs_schema(), snap.files.clone());
             let read = me
                 .time_sliced(&q, snap)
                 .try_collect::<Vec<_>>()
                 .await
                 .and_then(|batches| arrow::compute::concat_batches(&schema, &batches).map_err(QueryError::from));
-            me.newest.built(generation, read);
+            me.newest.built(generation, files, read);
         });
+    }
+
+    /// The rows of `base`'s new files above its floor, newest first, as many as a copy
+    /// reads.
+    async fn newer_rows(&self, snap: &IndexSnapshot, base: &newest::Base) -> Result<RecordBatch, QueryError> {
+        let schema = logs_schema();
+        if base.added.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let added = IndexSnapshot { files: Arc::new(base.added.clone()), ..snap.clone() };
+        let table = Arc::new(ArchiveTable::fixed(added, self.store_url(), Strings::Plain));
+        let mut df = self.ctx.read_table(table).map_err(map_df_error)?;
+        if let Some(floor) = base.floor {
+            df = df.filter(col("timestamp").gt(lit(floor))).map_err(map_df_error)?;
+        }
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        df = df
+            .select_columns(&names)
+            .and_then(|df| df.sort(vec![col("timestamp").sort(false, false)]))
+            .and_then(|df| df.limit(0, Some(self.newest.rows_to_read() as usize)))
+            .map_err(map_df_error)?;
+        let metrics = self.metrics.clone();
+        let batches = self.executor.run(async move { collect_counting_scan(df, &metrics).await }).await?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 
     /// `hdfs.logs`'s columns: `logs`, then whatever else the archive's files hold.

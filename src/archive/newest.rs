@@ -14,7 +14,13 @@
 //! are dropped, since the cut may have split them), or the whole archive. Every row
 //! outside it sorts after all of it, so a page the copy can fill is the page the files
 //! would give. A copy is only used for the listing generation it was read from.
+//!
+//! A listing that only adds files (a streaming writer's next micro-batch) does not read
+//! the newest rows again: the copy of the previous listing is extended with the new
+//! files' rows above its floor ([`NewestRows::base`], [`NewestRows::extended`]), which
+//! keeps the same guarantee at the cost of reading the new files alone.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,9 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray, UInt3
 use arrow::compute::kernels::cmp;
 use arrow::datatypes::Float64Type;
 
+use object_store::path::Path as StorePath;
+
+use super::index::FileInfo;
 use crate::error::QueryError;
 use crate::query::{Filters, OrderBy, OrderDir, RowsQuery};
 
@@ -42,6 +51,19 @@ struct Held {
     rows: RecordBatch,
     /// `None` when `rows` is the whole archive.
     floor: Option<f64>,
+    /// The listing it was read from.
+    files: Arc<Vec<FileInfo>>,
+    /// Listings it was extended over since the newest rows were last read in full.
+    extended: u64,
+}
+
+/// A held copy that a newer listing only added files to: the copy for that listing is
+/// these rows plus the rows of `added` above `floor`.
+pub struct Base {
+    rows: RecordBatch,
+    extended: u64,
+    pub floor: Option<f64>,
+    pub added: Vec<FileInfo>,
 }
 
 #[derive(Default)]
@@ -106,15 +128,58 @@ impl NewestRows {
         })
     }
 
-    /// The newest rows of `generation` (newest first, at most [`Self::rows_to_read`]),
-    /// or why they could not be read (the next page of that generation tries again).
-    pub fn built(&self, generation: u64, read: Result<RecordBatch, QueryError>) {
+    /// The newest rows of `generation`'s listing `files` (newest first, at most
+    /// [`Self::rows_to_read`]), or why they could not be read (the next page of that
+    /// generation tries again).
+    pub fn built(&self, generation: u64, files: Arc<Vec<FileInfo>>, read: Result<RecordBatch, QueryError>) {
+        let held = read.map(|rows| trim(generation, rows, self.capacity, None, files));
+        self.keep(generation, held);
+    }
+
+    /// The held copy, when `files` keeps every file it was read from unchanged and only
+    /// adds others: the copy for `files` can then be made by [`Self::extended`].
+    pub fn base(&self, files: &[FileInfo]) -> Option<Base> {
+        let held = self.state.lock().expect("newest rows lock").held.clone()?;
+        let listed: HashMap<&StorePath, &FileInfo> = files.iter().map(|f| (&f.meta.location, f)).collect();
+        let kept = held.files.iter().all(|f| listed.get(&f.meta.location).is_some_and(|now| now.meta == f.meta));
+        if !kept {
+            return None;
+        }
+        let before: HashSet<&StorePath> = held.files.iter().map(|f| &f.meta.location).collect();
+        let added = files.iter().filter(|f| !before.contains(&f.meta.location)).cloned().collect();
+        Some(Base { rows: held.rows.clone(), extended: held.extended, floor: held.floor, added })
+    }
+
+    /// The copy for `generation`'s listing `files`: `base` plus `added`, the rows of its new
+    /// files above its floor (newest first, at most [`Self::rows_to_read`]).
+    pub fn extended(
+        &self,
+        generation: u64,
+        files: Arc<Vec<FileInfo>>,
+        base: Base,
+        added: Result<RecordBatch, QueryError>,
+    ) {
+        let held = added.and_then(|added| {
+            let both = arrow::compute::concat_batches(&base.rows.schema(), [&base.rows, &added])?;
+            let order = arrow::compute::sort_to_indices(
+                timestamps(&both),
+                Some(arrow::compute::SortOptions { descending: true, nulls_first: false }),
+                Some(self.capacity + 1),
+            )?;
+            let newest = arrow::compute::take_record_batch(&both, &order)?;
+            Ok(Held { extended: base.extended + 1, ..trim(generation, newest, self.capacity, base.floor, files) })
+        });
+        self.keep(generation, held);
+    }
+
+    /// Hold `held` as the copy of `generation`, unless a newer one is held already.
+    fn keep(&self, generation: u64, held: Result<Held, QueryError>) {
         let mut state = self.state.lock().expect("newest rows lock");
         if state.building.is_some_and(|(g, _)| g == generation) {
             state.building = None;
         }
-        let rows = match read {
-            Ok(rows) => rows,
+        let held = match held {
+            Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = %e, generation, "reading the archive's newest rows failed; pages read the files");
                 return;
@@ -123,7 +188,7 @@ impl NewestRows {
         if state.held.as_ref().is_some_and(|h| h.generation > generation) {
             return;
         }
-        state.held = Some(Arc::new(trim(generation, rows, self.capacity)));
+        state.held = Some(Arc::new(held));
     }
 
     /// For `/ready`: what is held, for which generation.
@@ -137,24 +202,26 @@ impl NewestRows {
                 "bytes": h.rows.get_array_memory_size(),
                 "whole_archive": h.floor.is_none(),
                 "newer_than": h.floor,
+                "extended": h.extended,
             }),
             None => serde_json::json!({ "capacity": self.capacity, "rows": 0 }),
         }
     }
 }
 
-/// Keep the rows above the lowest timestamp read (all of them when fewer than
-/// `capacity + 1` came back: the whole archive).
-fn trim(generation: u64, rows: RecordBatch, capacity: usize) -> Held {
+/// Keep the rows above the lowest timestamp read, `rows` being every row above `floor`
+/// newest first (at most `capacity + 1` of them). When no more than `capacity` came back
+/// all are kept, above the same floor (`None`: the whole archive).
+fn trim(generation: u64, rows: RecordBatch, capacity: usize, floor: Option<f64>, files: Arc<Vec<FileInfo>>) -> Held {
     if rows.num_rows() <= capacity {
-        return Held { generation, rows, floor: None };
+        return Held { generation, rows, floor, files, extended: 0 };
     }
     let ts = timestamps(&rows);
     let last = rows.num_rows() - 1;
     // Nulls sort last: a null at the cut means every non-null row was read.
     let floor = if ts.is_valid(last) { ts.value(last) } else { f64::NEG_INFINITY };
     let keep = (0..rows.num_rows()).take_while(|&i| ts.is_valid(i) && ts.value(i) > floor).count();
-    Held { generation, rows: rows.slice(0, keep), floor: Some(floor) }
+    Held { generation, rows: rows.slice(0, keep), floor: Some(floor), files, extended: 0 }
 }
 
 fn timestamps(rows: &RecordBatch) -> &arrow::array::PrimitiveArray<Float64Type> {
@@ -236,7 +303,7 @@ mod tests {
     fn cache_of(capacity: usize, read: RecordBatch) -> NewestRows {
         let c = NewestRows::new(capacity);
         assert!(matches!(c.page(7, &page(1, 0, Filters::default())).unwrap(), Lookup::Miss { build: true }));
-        c.built(7, Ok(read));
+        c.built(7, Arc::default(), Ok(read));
         c
     }
 
@@ -272,7 +339,7 @@ mod tests {
         let c = cache_of(4, rows(&[Some(3.0), Some(2.0)]));
         assert!(matches!(c.page(8, &page(1, 0, Filters::default())).unwrap(), Lookup::Miss { build: true }));
         assert!(matches!(c.page(8, &page(1, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
-        c.built(8, Err(QueryError::internal("read failed")));
+        c.built(8, Arc::default(), Err(QueryError::internal("read failed")));
         assert!(matches!(c.page(8, &page(1, 0, Filters::default())).unwrap(), Lookup::Miss { build: true }));
         let asc = RowsQuery { order_dir: OrderDir::Asc, ..page(1, 0, Filters::default()) };
         assert!(!c.eligible(&asc));
@@ -285,5 +352,57 @@ mod tests {
         let Lookup::Page(p) = c.page(7, &page(1, 0, Filters::default())).unwrap() else { panic!("5 is held") };
         assert_eq!(ts_of(&p), vec![5.0]);
         assert!(matches!(c.page(7, &page(2, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
+    }
+
+    fn listed(names: &[(&str, u64)]) -> Arc<Vec<FileInfo>> {
+        let files = names
+            .iter()
+            .map(|&(name, size)| {
+                let mut f = FileInfo::named(name, Vec::new());
+                f.meta.size = size;
+                f
+            })
+            .collect();
+        Arc::new(files)
+    }
+
+    #[test]
+    fn a_listing_that_only_adds_files_extends_the_copy() {
+        let c = NewestRows::new(4);
+        let first = listed(&[("a", 1), ("b", 1)]);
+        c.built(7, first, Ok(rows(&[Some(10.0), Some(9.0), Some(8.0), Some(7.0), Some(6.0)])));
+        // b changed or went away: read again.
+        assert!(c.base(&listed(&[("a", 1), ("b", 2), ("c", 1)])).is_none());
+        assert!(c.base(&listed(&[("a", 1), ("c", 1)])).is_none());
+        let now = listed(&[("a", 1), ("b", 1), ("c", 1)]);
+        let base = c.base(&now).expect("only c was added");
+        let added: Vec<&str> = base.added.iter().map(|f| f.meta.location.as_ref()).collect();
+        assert_eq!((added, base.floor), (vec!["c"], Some(6.0)));
+        // c's rows above the floor: one newest of all, one among the held ones.
+        c.extended(8, now, base, Ok(rows(&[Some(11.0), Some(7.5)])));
+        let Lookup::Page(p) = c.page(8, &page(4, 0, Filters::default())).unwrap() else { panic!("4 rows are held") };
+        assert_eq!(ts_of(&p), vec![11.0, 10.0, 9.0, 8.0], "7.5 became the floor");
+        assert!(matches!(c.page(8, &page(5, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
+    }
+
+    #[test]
+    fn an_extended_copy_under_capacity_keeps_its_floor() {
+        let c = NewestRows::new(4);
+        // The whole archive was held: still the whole archive with the new rows.
+        c.built(7, listed(&[("a", 1)]), Ok(rows(&[Some(2.0)])));
+        let now = listed(&[("a", 1), ("b", 1)]);
+        let base = c.base(&now).unwrap();
+        c.extended(8, now, base, Ok(rows(&[Some(3.0), Some(1.0)])));
+        let Lookup::Page(p) = c.page(8, &page(4, 0, Filters::default())).unwrap() else { panic!("whole archive") };
+        assert_eq!(ts_of(&p), vec![3.0, 2.0, 1.0]);
+        // A copy above a floor stays above it when a few rows are added.
+        let c = NewestRows::new(4);
+        c.built(7, listed(&[("a", 1)]), Ok(rows(&[Some(9.0), Some(8.0), Some(7.0), Some(7.0), Some(7.0)])));
+        let now = listed(&[("a", 1), ("b", 1)]);
+        let base = c.base(&now).unwrap();
+        c.extended(8, now, base, Ok(rows(&[Some(7.5)])));
+        let Lookup::Page(p) = c.page(8, &page(3, 0, Filters::default())).unwrap() else { panic!("3 rows above 7") };
+        assert_eq!(ts_of(&p), vec![9.0, 8.0, 7.5]);
+        assert!(matches!(c.page(8, &page(4, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
     }
 }
