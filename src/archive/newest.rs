@@ -15,12 +15,13 @@
 //! outside it sorts after all of it, so a page the copy can fill is the page the files
 //! would give. A copy is only used for the listing generation it was read from.
 //!
-//! A listing that only adds files (a streaming writer's next micro-batch) does not read
-//! the newest rows again: the copy of the previous listing is extended with the new
-//! files' rows above its floor ([`NewestRows::base`], [`NewestRows::extended`]), which
-//! keeps the same guarantee at the cost of reading the new files alone.
+//! A listing that only adds files (a streaming writer's next micro-batch), or deletes
+//! files whose rows all lie at or below the floor (retention), does not read the newest
+//! rows again: the copy of the previous listing is extended with the new files' rows
+//! above its floor ([`NewestRows::base`], [`NewestRows::extended`]), which keeps the same
+//! guarantee at the cost of reading the new files alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use arrow::compute::kernels::cmp;
 use arrow::datatypes::Float64Type;
 
 use object_store::path::Path as StorePath;
+use object_store::ObjectMeta;
 
 use super::index::FileInfo;
 use crate::error::QueryError;
@@ -136,17 +138,20 @@ impl NewestRows {
         self.keep(generation, held);
     }
 
-    /// The held copy, when `files` keeps every file it was read from unchanged and only
-    /// adds others: the copy for `files` can then be made by [`Self::extended`].
+    /// The held copy, when `files` keeps every file it was read from unchanged, except
+    /// files whose rows all lie at or below its floor (a retention job's deletions), and
+    /// otherwise only adds files: the copy for `files` can then be made by
+    /// [`Self::extended`].
     pub fn base(&self, files: &[FileInfo]) -> Option<Base> {
         let held = self.state.lock().expect("newest rows lock").held.clone()?;
-        let listed: HashMap<&StorePath, &FileInfo> = files.iter().map(|f| (&f.meta.location, f)).collect();
-        let kept = held.files.iter().all(|f| listed.get(&f.meta.location).is_some_and(|now| now.meta == f.meta));
+        let listed: HashMap<&StorePath, &ObjectMeta> = files.iter().map(|f| (&f.meta.location, &f.meta)).collect();
+        let below_floor = |f: &FileInfo| held.floor.is_some_and(|floor| f.time_range().1 <= floor);
+        let kept = held.files.iter().all(|f| listed.get(&f.meta.location) == Some(&&f.meta) || below_floor(f));
         if !kept {
             return None;
         }
-        let before: HashSet<&StorePath> = held.files.iter().map(|f| &f.meta.location).collect();
-        let added = files.iter().filter(|f| !before.contains(&f.meta.location)).cloned().collect();
+        let before: HashMap<&StorePath, &ObjectMeta> = held.files.iter().map(|f| (&f.meta.location, &f.meta)).collect();
+        let added = files.iter().filter(|f| before.get(&f.meta.location) != Some(&&f.meta)).cloned().collect();
         Some(Base { rows: held.rows.clone(), extended: held.extended, floor: held.floor, added })
     }
 
@@ -278,6 +283,8 @@ mod tests {
     use arrow::array::Float64Array;
     use arrow::datatypes::{DataType, Field, Schema};
 
+    use crate::archive::index::RowGroupStats;
+
     /// Rows newest first: timestamps `ts`, levels cycling ERROR, INFO, INFO.
     fn rows(ts: &[Option<f64>]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -354,11 +361,14 @@ mod tests {
         assert!(matches!(c.page(7, &page(2, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
     }
 
+    /// Files `(name, size)`, each with one row group spanning 0..=10 (their rows reach
+    /// above any floor of these tests), except names starting with `old`: 0..=1.
     fn listed(names: &[(&str, u64)]) -> Arc<Vec<FileInfo>> {
         let files = names
             .iter()
             .map(|&(name, size)| {
-                let mut f = FileInfo::named(name, Vec::new());
+                let ts_max = if name.starts_with("old") { 1.0 } else { 10.0 };
+                let mut f = FileInfo::named(name, vec![RowGroupStats { ts_min: 0.0, ts_max, rows: 1 }]);
                 f.meta.size = size;
                 f
             })
@@ -383,6 +393,22 @@ mod tests {
         let Lookup::Page(p) = c.page(8, &page(4, 0, Filters::default())).unwrap() else { panic!("4 rows are held") };
         assert_eq!(ts_of(&p), vec![11.0, 10.0, 9.0, 8.0], "7.5 became the floor");
         assert!(matches!(c.page(8, &page(5, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
+    }
+
+    #[test]
+    fn files_deleted_below_the_floor_leave_the_copy_whole() {
+        let c = NewestRows::new(2);
+        c.built(7, listed(&[("old-a", 1), ("b", 1)]), Ok(rows(&[Some(9.0), Some(8.0), Some(7.0)])));
+        // old-a's rows all lie at or below the floor (7): deleting it changes nothing held.
+        let base = c.base(&listed(&[("b", 1), ("c", 1)])).expect("old-a held nothing");
+        assert_eq!(base.added.iter().map(|f| f.meta.location.as_ref()).collect::<Vec<_>>(), vec!["c"]);
+        // b's rows reach above it: deleting or rewriting b means reading again.
+        assert!(c.base(&listed(&[("old-a", 1)])).is_none());
+        assert!(c.base(&listed(&[("old-a", 1), ("b", 2)])).is_none());
+        // A copy of the whole archive has no floor: any deletion means reading again.
+        let whole = NewestRows::new(5);
+        whole.built(7, listed(&[("old-a", 1), ("b", 1)]), Ok(rows(&[Some(9.0)])));
+        assert!(whole.base(&listed(&[("b", 1)])).is_none());
     }
 
     #[test]
