@@ -197,9 +197,17 @@ impl Archive {
         let generation = snap.generation;
         tokio::spawn(async move {
             if let Some(base) = me.newest.base(&snap.files) {
-                let added = me.newer_rows(&snap, &base).await;
-                me.newest.extended(generation, snap.files.clone(), base, added);
-                return;
+                let files = snap.files.clone();
+                let extended = match me.newer_rows(&snap, &base).await {
+                    Ok(added) => me.newest.extended(generation, files, base, &added),
+                    Err(e) => Err(e),
+                };
+                match extended {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "extending the copy of the newest rows failed; reading them again")
+                    }
+                }
             }
             let q = RowsQuery {
                 filters: Filters::default(),

@@ -155,26 +155,26 @@ impl NewestRows {
         Some(Base { rows: held.rows.clone(), extended: held.extended, floor: held.floor, added })
     }
 
-    /// The copy for `generation`'s listing `files`: `base` plus `added`, the rows of its new
-    /// files above its floor (newest first, at most [`Self::rows_to_read`]).
+    /// Hold the copy for `generation`'s listing `files`: `base` plus `added`, the rows of
+    /// its new files above its floor (newest first, at most [`Self::rows_to_read`]). On an
+    /// error nothing changes, and the caller reads the newest rows in full instead.
     pub fn extended(
         &self,
         generation: u64,
         files: Arc<Vec<FileInfo>>,
         base: Base,
-        added: Result<RecordBatch, QueryError>,
-    ) {
-        let held = added.and_then(|added| {
-            let both = arrow::compute::concat_batches(&base.rows.schema(), [&base.rows, &added])?;
-            let order = arrow::compute::sort_to_indices(
-                timestamps(&both),
-                Some(arrow::compute::SortOptions { descending: true, nulls_first: false }),
-                Some(self.capacity + 1),
-            )?;
-            let newest = arrow::compute::take_record_batch(&both, &order)?;
-            Ok(Held { extended: base.extended + 1, ..trim(generation, newest, self.capacity, base.floor, files) })
-        });
-        self.keep(generation, held);
+        added: &RecordBatch,
+    ) -> Result<(), QueryError> {
+        let both = arrow::compute::concat_batches(&base.rows.schema(), [&base.rows, added])?;
+        let order = arrow::compute::sort_to_indices(
+            timestamps(&both),
+            Some(arrow::compute::SortOptions { descending: true, nulls_first: false }),
+            Some(self.capacity + 1),
+        )?;
+        let newest = arrow::compute::take_record_batch(&both, &order)?;
+        let held = trim(generation, newest, self.capacity, base.floor, files);
+        self.keep(generation, Ok(Held { extended: base.extended + 1, ..held }));
+        Ok(())
     }
 
     /// Hold `held` as the copy of `generation`, unless a newer one is held already.
@@ -389,7 +389,7 @@ mod tests {
         let added: Vec<&str> = base.added.iter().map(|f| f.meta.location.as_ref()).collect();
         assert_eq!((added, base.floor), (vec!["c"], Some(6.0)));
         // c's rows above the floor: one newest of all, one among the held ones.
-        c.extended(8, now, base, Ok(rows(&[Some(11.0), Some(7.5)])));
+        c.extended(8, now, base, &rows(&[Some(11.0), Some(7.5)])).unwrap();
         let Lookup::Page(p) = c.page(8, &page(4, 0, Filters::default())).unwrap() else { panic!("4 rows are held") };
         assert_eq!(ts_of(&p), vec![11.0, 10.0, 9.0, 8.0], "7.5 became the floor");
         assert!(matches!(c.page(8, &page(5, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
@@ -418,7 +418,7 @@ mod tests {
         c.built(7, listed(&[("a", 1)]), Ok(rows(&[Some(2.0)])));
         let now = listed(&[("a", 1), ("b", 1)]);
         let base = c.base(&now).unwrap();
-        c.extended(8, now, base, Ok(rows(&[Some(3.0), Some(1.0)])));
+        c.extended(8, now, base, &rows(&[Some(3.0), Some(1.0)])).unwrap();
         let Lookup::Page(p) = c.page(8, &page(4, 0, Filters::default())).unwrap() else { panic!("whole archive") };
         assert_eq!(ts_of(&p), vec![3.0, 2.0, 1.0]);
         // A copy above a floor stays above it when a few rows are added.
@@ -426,7 +426,7 @@ mod tests {
         c.built(7, listed(&[("a", 1)]), Ok(rows(&[Some(9.0), Some(8.0), Some(7.0), Some(7.0), Some(7.0)])));
         let now = listed(&[("a", 1), ("b", 1)]);
         let base = c.base(&now).unwrap();
-        c.extended(8, now, base, Ok(rows(&[Some(7.5)])));
+        c.extended(8, now, base, &rows(&[Some(7.5)])).unwrap();
         let Lookup::Page(p) = c.page(8, &page(3, 0, Filters::default())).unwrap() else { panic!("3 rows above 7") };
         assert_eq!(ts_of(&p), vec![9.0, 8.0, 7.5]);
         assert!(matches!(c.page(8, &page(4, 0, Filters::default())).unwrap(), Lookup::Miss { build: false }));
