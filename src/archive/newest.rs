@@ -59,8 +59,8 @@ struct Held {
     extended: u64,
 }
 
-/// A held copy that a newer listing only added files to: the copy for that listing is
-/// these rows plus the rows of `added` above `floor`.
+/// A held copy that a newer listing kept whole (see [`NewestRows::base`]): the copy for
+/// that listing is these rows plus the rows of `added` above `floor`.
 pub struct Base {
     rows: RecordBatch,
     extended: u64,
