@@ -146,6 +146,11 @@ impl Filters {
         *self == Filters::default()
     }
 
+    /// `start_time ..= end_time`, an open side as an infinity.
+    pub fn time_bounds(&self) -> (f64, f64) {
+        (self.start_time.unwrap_or(f64::NEG_INFINITY), self.end_time.unwrap_or(f64::INFINITY))
+    }
+
     /// The label filters by column, in label order `(level, service, host)`.
     pub fn labels(&self) -> [(&'static str, Option<&str>); 3] {
         [("level", self.level.as_deref()), ("service", self.service.as_deref()), ("host", self.host.as_deref())]

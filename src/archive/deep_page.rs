@@ -54,7 +54,7 @@ pub fn skip_counted_files(
     mut offset: u64,
     rollups: &Rollups,
 ) -> (Vec<sorted_export::Unit>, u64) {
-    let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
+    let (start, end) = filters.time_bounds();
     let mut at = 0;
     while at < units.len() {
         let file = units[at].file;
@@ -131,7 +131,7 @@ pub fn runs_in_order(files: &[FileInfo], filters: &Filters, dir: OrderDir, rollu
             .map(|g| Run { lo: g.ts_min, hi: g.ts_max, rows: Some(g.rows), cut: false })
             .collect()
     };
-    let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
+    let (start, end) = filters.time_bounds();
     let mut runs: Vec<Run> = merged(spans)
         .into_iter()
         .filter(|r| r.hi >= start && r.lo <= end)

@@ -597,7 +597,7 @@ pub struct SlicePlanner {
 impl SlicePlanner {
     /// Slices of `snap`'s row groups that `filters`' time range does not rule out.
     pub fn new(snap: &IndexSnapshot, filters: &Filters, dir: OrderDir, want: Option<u64>) -> Self {
-        let (start, end) = (filters.start_time.unwrap_or(f64::NEG_INFINITY), filters.end_time.unwrap_or(f64::INFINITY));
+        let (start, end) = filters.time_bounds();
         let mut groups: Vec<(f64, f64, u64)> = snap
             .files
             .iter()
@@ -625,7 +625,7 @@ impl SlicePlanner {
             return Some(self.next_cut_slice());
         }
         // Few matches so far means a selective filter: cover more rows next time.
-        if self.next > 0 && self.limited {
+        if self.next > 0 {
             let covered: u64 = self.groups[..self.next].iter().map(|g| g.2).sum();
             let ratio = if rows_found == 0 { 8.0 } else { (covered as f64 / rows_found as f64).min(8.0) };
             self.target = (((self.target as f64) * ratio.max(2.0)) as u64).min(MAX_SLICE_ROWS);

@@ -207,8 +207,7 @@ fn time_overlap(f: &FileInfo, filters: &Filters) -> Overlap {
             Overlap::Partial
         };
     }
-    let start = filters.start_time.unwrap_or(f64::NEG_INFINITY);
-    let end = filters.end_time.unwrap_or(f64::INFINITY);
+    let (start, end) = filters.time_bounds();
     if hi < start || lo > end {
         Overlap::None
     } else if lo >= start && hi <= end {

@@ -83,8 +83,7 @@ pub fn plan(files: &[FileInfo], filters: &Filters, dir: OrderDir) -> Option<Vec<
     if groups.windows(2).any(|w| w[0].2 > w[1].1) {
         return None;
     }
-    let start = filters.start_time.unwrap_or(f64::NEG_INFINITY);
-    let end = filters.end_time.unwrap_or(f64::INFINITY);
+    let (start, end) = filters.time_bounds();
     let mut units: Vec<Unit> =
         groups.into_iter().filter(|(_, lo, hi)| *hi >= start && *lo <= end).map(|(u, _, _)| u).collect();
     if dir == OrderDir::Desc {

@@ -64,6 +64,11 @@ pub fn placement(value: Option<&[u8]>) -> Result<Placement, Status> {
     Ok(Placement::parse(text.trim())?)
 }
 
+/// [`placement`] from a call's metadata.
+fn engine_of(request: &tonic::metadata::MetadataMap) -> Result<Placement, Status> {
+    placement(request.get(ENGINE_HEADER).map(|v| v.as_bytes()))
+}
+
 impl FletchFlight {
     /// What a `do_get` ticket asks for: a JSON ticket (plain Flight) or a Flight SQL command;
     /// SQL runs where `placement` says.
@@ -109,7 +114,7 @@ impl FlightService for FletchFlight {
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         // A bad engine is refused here, before a client goes on to DoGet.
-        let engine = placement(request.metadata().get(ENGINE_HEADER).map(|v| v.as_bytes()))?;
+        let engine = engine_of(request.metadata())?;
         if engine != Placement::Auto {
             self.state.service.engine()?.check_placement(engine)?;
         }
@@ -129,7 +134,7 @@ impl FlightService for FletchFlight {
 
     /// Only reached if `DoGet` is not routed to [`super::do_get`] (see [`super::start`]).
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let engine = placement(request.metadata().get(ENGINE_HEADER).map(|v| v.as_bytes()))?;
+        let engine = engine_of(request.metadata())?;
         Ok(Response::new(flight_stream(self.answer(&request.into_inner().ticket, engine).await?)))
     }
 
